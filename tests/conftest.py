@@ -1,0 +1,34 @@
+"""Shared fixtures: the real-world corpus beside the project, seeded random data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def corpus_dir() -> Path:
+    """``$WEIGHTGRAFT_CORPUS`` or ``../shared/corpus`` beside the project."""
+    return Path(os.environ.get("WEIGHTGRAFT_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = corpus_dir()
+    if not path.is_dir():
+        pytest.skip(
+            f"real-world corpus not found at {path} "
+            "(set WEIGHTGRAFT_CORPUS or place shared/corpus beside the project)"
+        )
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
