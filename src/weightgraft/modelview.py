@@ -117,6 +117,20 @@ class ModelView(abc.ABC):
     def capture(self, inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Every layer's output (by layer path) for ``inputs``, in inference mode."""
 
+    def snapshot(self) -> Checkpoint:
+        """A copy of every weight now, in memory: compare it with the model after training.
+
+        Example:
+            >>> before = weightgraft.view(model).snapshot()      # doctest: +SKIP
+            >>> model.fit(x, y)                                   # doctest: +SKIP
+            >>> weightgraft.diff(before, model)                   # doctest: +SKIP
+        """
+        live = self.as_checkpoint()
+        frozen = [e.with_(loader=(lambda a=e.load(raw=True): a)) for e in live]
+        live.replace_entries(frozen)
+        live.format = f"{self.framework}-snapshot"
+        return live
+
     def as_checkpoint(self) -> Checkpoint:
         """The model's current weights as a described ``Checkpoint`` (lazy reads)."""
         from .checkpoint import TensorEntry
@@ -136,28 +150,30 @@ class ModelView(abc.ABC):
                           convention_reason=f"live {self.framework} model")
 
 
-def view(model: Any) -> ModelView:
+def view(model: Any, **options: Any) -> ModelView:
     """Wrap a live Keras 3 model or PyTorch module in its ``ModelView``.
 
     Frameworks are only consulted if the caller already imported them, so this never pulls
-    torch or keras into a process that does not use them.
+    torch or keras into a process that does not use them. ``options`` go to the adapter:
+    ``input_shape=(3, 32, 32)`` (without batch) or ``inputs=[array]`` for the probe pass.
     """
     if isinstance(model, ModelView):
         return model
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(model, torch.nn.Module):
-            from .frameworks.torch import TorchModelView
-
-            return TorchModelView(model)
+    # Keras first: on the torch backend every Keras layer is also a torch.nn.Module.
     if "keras" in sys.modules:
         import keras
 
         if isinstance(model, keras.Model | keras.layers.Layer):
             from .frameworks.keras import KerasModelView
 
-            return KerasModelView(model)
+            return KerasModelView(model, **options)
+    if "torch" in sys.modules:
+        import torch
+
+        if isinstance(model, torch.nn.Module):
+            from .frameworks.torch import TorchModelView
+
+            return TorchModelView(model, **options)
     from .errors import WeightgraftError
 
     raise WeightgraftError(
