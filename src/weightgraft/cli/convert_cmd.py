@@ -1,0 +1,79 @@
+"""``graft convert``: change a checkpoint's file format, bit-exact, without changing layouts."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+
+from .common import console, handle_errors, json_option, print_json
+
+# Below this many bytes a conversion is over before a progress bar would be worth drawing.
+PROGRESS_MIN_BYTES = 256 * 1024 * 1024
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
+                   transient=True)
+    task = bar.add_task("converting", total=None, visible=False)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total, visible=total >= PROGRESS_MIN_BYTES)
+
+    with bar:
+        yield update
+
+
+@click.command("convert")
+@click.argument("src", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False),
+              help="Output file; its ending picks the format unless --format is given.")
+@click.option("--format", "fmt", metavar="NAME",
+              help="Output format: safetensors, npz, torch, keras3-h5 (see docs/convert.md).")
+@click.option("--check", is_flag=True, help="Read the output back and compare every tensor's bytes.")
+@json_option
+@handle_errors
+def convert(src: str, dst: str, fmt: str | None, check: bool, as_json: bool) -> None:
+    """Write SRC's tensors to another file format, bit-exact (layouts are not changed).
+
+    Tensors are streamed one at a time and the output appears only when complete.
+
+    \b
+    Examples:
+      graft convert tiny.pth -o tiny.safetensors
+      graft convert model.safetensors -o model.pt --check --json
+    """
+    from ..convert import convert as run_convert
+
+    show = not as_json and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    with _progress_bar(show) as progress:
+        result = run_convert(src, dst, format=fmt, check=check, progress=progress)
+    if as_json:
+        print_json({**dataclasses.asdict(result), "bytes_per_second": result.bytes_per_second})
+        return
+    out = console()
+    mb = result.nbytes / 1e6
+    out.print(f"[bold green]wrote[/] {result.output} ({result.output_format}): "
+              f"{result.tensors:,} tensors, {result.params:,} params, {mb:,.1f} MB "
+              f"in {result.seconds:.2f} s ({result.bytes_per_second / 1e6:,.0f} MB/s)")
+    out.print(f"from {result.source} ({result.source_format}), bit-exact"
+              + (", checked byte for byte" if result.checked else ""))
+    if result.left_out:
+        shown = ", ".join(result.left_out[:5]) + (" ..." if len(result.left_out) > 5 else "")
+        out.print(f"[yellow]left out[/] {len(result.left_out)} non-model tensors "
+                  f"(optimizer state or other): {shown}")
+    if result.extras_left_out:
+        out.print(f"[yellow]left out[/] non-tensor values: {', '.join(result.extras_left_out)}")
+

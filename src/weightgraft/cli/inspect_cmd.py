@@ -1,0 +1,116 @@
+"""``graft inspect``: what is in a checkpoint file or a model, without loading tensor data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .common import console, handle_errors, json_option
+
+if TYPE_CHECKING:
+    from ..inspection import Inspection
+
+
+def _looks_like_spec(target: str) -> bool:
+    """``pkg.module:factory`` or ``path/file.py:factory`` (a colon not part of a drive letter)."""
+    head, sep, tail = target.rpartition(":")
+    return bool(sep and head and tail and not (len(head) == 1 and tail.startswith(("\\", "/"))))
+
+
+def _inspect_model(target: str, args: tuple[str, ...], weights: str | None,
+                   pattern: str | None) -> Inspection:
+    from .. import inspection
+    from ..modelspec import load_model, parse_args
+
+    model = load_model(target, parse_args(list(args)) if args else None)
+    if weights is None:
+        return inspection.inspect(model, filter=pattern)
+    from ..transplant import transplant
+
+    # Strict: every slot filled and every tensor used, or a PlanError says what does not fit.
+    report = transplant(weights, model)
+    ins = inspection.inspect(model, filter=pattern)
+    t = report.totals
+    return _with_note(ins, f"weights loaded from {weights}: {t.get('copied', 0)} tensors copied, "
+                           f"{t.get('converted', 0)} converted to this model's layout")
+
+
+def _with_note(ins: Inspection, note: str) -> Inspection:
+    header = dataclasses.replace(ins.header, notes=(note, *ins.header.notes))
+    return dataclasses.replace(ins, header=header)
+
+
+def run_inspect(target: str, *, pattern: str | None = None, args: tuple[str, ...] = (),
+                weights: str | None = None, as_file: bool = False) -> Inspection:
+    """Inspect a file (read lazily) or a model spec (built, then viewed): the command's core."""
+    from .. import inspection
+    from ..errors import ModelSpecError
+
+    path = Path(target)
+    if path.is_file() and (as_file or path.suffix != ".keras"):
+        if args or weights:
+            raise ModelSpecError(
+                f"--arg and --weights apply to models, and {target} is a checkpoint file",
+                fix="drop --arg/--weights, or name a model spec such as pkg.module:factory",
+            )
+        return inspection.inspect(path, filter=pattern)
+    if path.is_file():  # a .keras file: a live model shows output shapes and depth too
+        try:
+            return _inspect_model(target, args, weights, pattern)
+        except (ModelSpecError, ImportError) as exc:
+            if args or weights:
+                raise
+            ins = inspection.inspect(path, filter=pattern)
+            reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            return _with_note(ins, f"could not build the model ({reason}); "
+                                   "showing the file's stored weights instead")
+    if _looks_like_spec(target):
+        return _inspect_model(target, args, weights, pattern)
+    if args or weights:
+        raise ModelSpecError(f"{target!r} is neither a file nor a model spec",
+                             expected="a .keras file, pkg.module:factory or path/file.py:factory")
+    return inspection.inspect(path, filter=pattern)  # the reader says what is wrong with it
+
+
+@click.command("inspect")
+@click.argument("target", metavar="PATH|MODEL_SPEC")
+@click.option("--tensors", is_flag=True, help="List every tensor instead of grouping by layer.")
+@click.option("--filter", "pattern", metavar="GLOB",
+              help="Only layers or tensor keys matching this glob, e.g. 'features.*' or '*bias'.")
+@click.option("--arg", "args", multiple=True, metavar="NAME=VALUE",
+              help="Keyword argument for a model factory (repeatable), e.g. --arg weights=None.")
+@click.option("--weights", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Weights to load into the model before inspecting it.")
+@click.option("--as-file", is_flag=True,
+              help="Read a .keras file as stored weights instead of building the model.")
+@json_option
+@handle_errors
+def inspect(target: str, tensors: bool, pattern: str | None, args: tuple[str, ...],
+            weights: str | None, as_file: bool, as_json: bool) -> None:
+    """Show what is in a checkpoint file or a model, without loading tensor data.
+
+    PATH is any supported checkpoint (.h5, .keras, .weights.h5, .pt/.pth/.bin,
+    .safetensors, .npz, .onnx). MODEL_SPEC builds a model: a .keras file,
+    pkg.module:factory or path/file.py:factory.
+
+    \b
+    Examples:
+      graft inspect mnist_cnn_th_keras_1_weights.h5
+      graft inspect tiny.pth --tensors --filter 'conv1*'
+      graft inspect keras.applications:ResNet50 --arg weights=None --json
+    """
+    from ..report.inspect_view import render, to_json
+
+    ins = run_inspect(target, pattern=pattern, args=args, weights=weights, as_file=as_file)
+    if as_json:
+        # to_json already gives plain types; skip the generic converter. Indented JSON goes
+        # through Python's slow encoder: big checkpoints get compact JSON (same content).
+        indent = 2 if ins.tensors_in_source <= 2000 else None
+        click.echo(json.dumps(to_json(ins), indent=indent))
+    else:
+        render(ins, console(), tensors=tensors)
