@@ -1,0 +1,44 @@
+"""Rendering of ``explain`` results: a rich table and a JSON-ready dict.
+
+Example:
+    >>> from weightgraft.provenance import Explanation
+    >>> explain_table(Explanation("x.pt", (), False)).row_count
+    0
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..provenance import Explanation
+
+_STYLE = {"recorded": "green", "matched": "cyan", "initial": "yellow", "modified": "magenta",
+          "unknown": "red"}
+
+
+def explain_table(ex: Explanation) -> Table:
+    """One row per tensor: status, source file and key, transforms, detail."""
+    from rich.table import Table
+
+    table = Table(title=f"where the weights of {ex.subject} came from")
+    for col in ("tensor", "status", "source", "source key", "transforms", "detail"):
+        table.add_column(col, overflow="fold")
+    for o in ex.origins:
+        style = _STYLE.get(o.status, "")
+        table.add_row(o.key, f"[{style}]{o.status}[/]", o.source_path or "-",
+                      "\n".join(o.source_keys) or "-", "\n".join(o.transforms) or "-",
+                      o.detail)
+    return table
+
+
+def explain_json(ex: Explanation) -> dict[str, Any]:
+    """The explanation as plain JSON types."""
+    return {"subject": ex.subject, "record_found": ex.record_found,
+            "candidates": list(ex.candidates), "counts": ex.counts(),
+            "tensors": [{"key": o.key, "status": o.status, "source_path": o.source_path,
+                         "source_sha256": o.source_sha256, "source_keys": list(o.source_keys),
+                         "transforms": list(o.transforms), "detail": o.detail}
+                        for o in ex.origins]}

@@ -1,0 +1,394 @@
+"""``transplant(source, target) -> Report``: apply a Plan, tensor by tensor, with provenance.
+
+Everything is checked before anything changes: every planned tensor's converted shape and
+dtype against its slot, every target slot filled or allowed to stay at its initial value,
+every source tensor used or allowed to be left over. Only then are tensors loaded one at a
+time (or one layer at a time, for layers that convert as a whole), converted, assigned,
+fingerprinted and recorded. Files are written to a temporary name and renamed.
+
+Example:
+    >>> import weightgraft as wg                                           # doctest: +SKIP
+    >>> report = wg.transplant("resnet_imagenet.pt", my_model, allow_missing="head*")  # doctest: +SKIP
+    >>> report.totals["initial"], report.totals["unmatched"]                # doctest: +SKIP
+    (2, 0)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import Convention, Kind, Role
+from .errors import PlanError, ShapeMismatchError, WeightgraftError
+from .match import Plan, SourceInfo, match, resolve_source
+from .match.groups import simulate_shape
+from .match.plan import Assignment
+from .match.rules import per_tensor
+from .modelview import ModelView, view
+from .provenance import ProvenanceRecord, TensorRecord, file_sha256, fingerprint
+from .transplant_output import write_output
+
+MIN_FILL = 0.5  # a transplant filling less than this share of target parameters is refused
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    """What happened to one target slot."""
+
+    key: str
+    status: str  # "copied" | "converted" | "initial" | "unmatched"
+    shape: tuple[int, ...]
+    source_keys: tuple[str, ...] = ()
+    transforms: tuple[str, ...] = ()
+    tier: str | None = None
+    confidence: float | None = None
+    reason: str = ""
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every target slot's fate, every source tensor left unused, totals, where it went."""
+
+    slots: tuple[SlotResult, ...]
+    unused_sources: tuple[str, ...]
+    ignored_sources: tuple[str, ...]
+    plan: Plan
+    totals: Mapping[str, int]
+    source: str | None = None
+    source_sha256: str | None = None
+    output: str | None = None
+    provenance_path: str | None = None
+    dry_run: bool = False
+    verification: Mapping[str, Any] | None = None
+    notes: tuple[str, ...] = ()
+    provenance: ProvenanceRecord | None = field(default=None, repr=False, compare=False)
+
+    def slot(self, key: str) -> SlotResult:
+        """The result for one target slot key."""
+        for s in self.slots:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+
+def _patterns(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _allowed(key: str, layer: str, patterns: tuple[str, ...]) -> str | None:
+    return next((p for p in patterns if fnmatch.fnmatchcase(key, p)
+                 or fnmatch.fnmatchcase(layer, p)), None)
+
+
+def _suggest(keys: list[str]) -> str:
+    """A glob covering ``keys``: their common leading name component, then ``*``."""
+    heads = {k.replace("/", ".").split(".")[0] for k in keys}
+    if len(heads) == 1:
+        return heads.pop() + "*"
+    prefix = os.path.commonprefix(keys)
+    return (prefix + "*") if prefix else "*"
+
+
+def _listing(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def transplant(source: Any, target: Any, *, plan: Plan | None = None,
+               rename: Mapping[str, str] | Iterable[str] | None = None,
+               skip: Iterable[str] | str | None = None,
+               allow_missing: Iterable[str] | str | None = None,
+               allow_unused: Iterable[str] | str | None = None,
+               source_convention: Convention | str | None = None, dry_run: bool = False,
+               verify: bool = False, output: str | os.PathLike[str] | None = None) -> Report:
+    """Fill live model ``target`` from ``source`` (a checkpoint path, ``Checkpoint`` or live
+    model), strictly: raises ``PlanError`` listing anything unfilled or unused, naming the
+    ``allow_missing``/``allow_unused`` pattern that would accept it.
+
+    ``output`` also writes the result: ``.weights.h5`` (Keras 3 ``load_weights``), ``.pt`` /
+    ``.pth`` (``load_state_dict(strict=True)``), or ``.safetensors`` (provenance in its
+    metadata); other outputs get ``<output>.provenance.json`` beside them.
+
+    Example:
+        >>> report = transplant("crepe/model-tiny.h5", torch_crepe, output="crepe.pt")  # doctest: +SKIP
+        >>> report.totals["converted"]                                    # doctest: +SKIP
+        7
+    """
+    info = resolve_source(source)
+    tview = view(target)
+    try:
+        if plan is None:
+            plan = match(info.checkpoint if info.view is None else info.view, tview,
+                         rename=rename, skip=skip, source_convention=source_convention)
+            if info.path and not plan.source:
+                plan = plan.with_(source=info.path)
+        return _run(info, tview, plan, _patterns(allow_missing), _patterns(allow_unused),
+                    dry_run, verify, output)
+    finally:
+        info.close()
+
+
+def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[str, ...],
+         allow_unused: tuple[str, ...], dry_run: bool, verify: bool,
+         output: str | os.PathLike[str] | None) -> Report:
+    ckpt, slots = info.checkpoint, tview.slots
+    where = info.path or "<source>"
+    _check_plan_keys(plan, ckpt, slots, where)
+    planned = {a.target_layer: _check_shapes(a, ckpt, slots, where) for a in plan.assignments}
+    filled = plan.by_target_key()
+
+    # Strictness: unfilled targets and unused sources need an explicit allowance.
+    unfilled = [k for k in slots if k not in filled and k not in plan.initial_targets]
+    missing = [k for k in unfilled if not _allowed(k, slots[k].layer, allow_missing)]
+    # Recomputed rather than read from the plan: a hand-edited plan may drop assignments.
+    used = {k for a in plan.assignments for k in a.source_keys}
+    unused_all = [e.key for e in ckpt.model_entries() if e.key not in used
+                  and e.key not in plan.ignored_sources and e.role is not Role.NUM_BATCHES_TRACKED]
+    unused = [k for k in unused_all if not _allowed(k, ckpt[k].layer, allow_unused)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} target slot(s) have no source: {_listing(missing)}; "
+                        f"to leave them at their initial value pass "
+                        f"allow_missing={_suggest(missing)!r} (CLI: --allow-missing "
+                        f"'{_suggest(missing)}')")
+    if unused:
+        problems.append(f"{len(unused)} source tensor(s) would be left unused: "
+                        f"{_listing(unused)}; to accept that pass "
+                        f"allow_unused={_suggest(unused)!r} (CLI: --allow-unused "
+                        f"'{_suggest(unused)}')")
+    if problems:
+        amb = ""
+        if plan.ambiguous:
+            amb = "; ambiguous: " + "; ".join(f"{a.subject} <- one of {list(a.candidates)}"
+                                              for a in plan.ambiguous[:5])
+        raise PlanError("transplant is incomplete: " + "; ".join(problems) + amb,
+                        path=info.path,
+                        fix="add --rename rules or edit a saved plan (--save-plan) for wrongly "
+                            "unmatched tensors, or allow them with the options named")
+    total = sum(int(np.prod(s.shape)) for k, s in slots.items() if s.role is not Role.NUM_BATCHES_TRACKED)
+    got = sum(int(np.prod(slots[k].shape)) for k in filled if k in slots
+              and slots[k].role is not Role.NUM_BATCHES_TRACKED)
+    if total and got / total < MIN_FILL:
+        raise PlanError(f"the plan fills only {got:,} of {total:,} target parameters "
+                        f"({100 * got / total:.1f}%), below the {100 * MIN_FILL:.0f}% minimum "
+                        "even with allow patterns",
+                        path=info.path, expected="a source that holds most of the target's weights",
+                        fix="check that source and target are the same architecture, or give "
+                            "--rename rules or a hand-edited plan")
+
+    sha = file_sha256(info.path) if info.path and os.path.isfile(info.path) else None
+    results: dict[str, SlotResult] = {}
+    records: list[TensorRecord] = []
+    for a in plan.assignments:
+        for key, (arr_fn, steps, src_keys) in planned[a.target_layer].items():
+            status = "converted" if steps else "copied"
+            fp = None
+            if not dry_run:
+                array = arr_fn()
+                tview.assign(key, array)
+                fp = fingerprint(array)
+                records.append(TensorRecord(key, status, fp, array.dtype.name, array.shape,
+                                            "s0", src_keys, tuple(steps), a.tier,
+                                            a.confidence))
+                del array
+            results[key] = SlotResult(key, status, tuple(slots[key].shape), src_keys,
+                                      tuple(steps), a.tier, a.confidence, "", fp)
+    for key in slots:
+        if key in results:
+            continue
+        if key in plan.initial_targets:
+            reason = ("state counter, not a learned weight" if slots[key].role is
+                      Role.NUM_BATCHES_TRACKED else "skipped on request")
+        else:
+            pattern = _allowed(key, slots[key].layer, allow_missing)
+            reason = f"no source; allowed by {pattern!r}"
+        results[key] = SlotResult(key, "initial", tuple(slots[key].shape), reason=reason)
+
+    verification = None
+    notes = list(plan.notes)
+    if verify and not dry_run:
+        if info.view is None:
+            notes.append("verify skipped: it runs two live models, and the source is a file")
+        else:
+            from .verify import verify as run_verify
+
+            verification = _verification_summary(run_verify(info.view, tview, layer_pairs=plan))
+    record = ProvenanceRecord(
+        tensors=tuple(records),
+        sources=({"id": "s0", "path": info.path, "sha256": sha, "format": ckpt.format,
+                  "convention": plan.source_convention},),
+        target={"framework": tview.framework, "output": os.fspath(output) if output else None},
+        verification=verification)
+    prov_path = None
+    if output is not None and not dry_run:
+        prov_path = write_output(tview, output, record)
+    ordered = tuple(results[k] for k in slots)
+    totals = {s: sum(1 for r in ordered if r.status == s)
+              for s in ("copied", "converted", "initial", "unmatched")}
+    totals.update(slots=len(ordered), params_total=total, params_filled=got,
+                  unused_sources=len(unused_all))
+    return Report(slots=ordered, unused_sources=tuple(unused_all),
+                  ignored_sources=plan.ignored_sources, plan=plan, totals=totals,
+                  source=info.path, source_sha256=sha,
+                  output=os.fspath(output) if output is not None else None,
+                  provenance_path=prov_path, dry_run=dry_run, verification=verification,
+                  notes=tuple(notes), provenance=record)
+
+
+def _verification_summary(result: Any) -> dict[str, Any]:
+    """The verify result's headline numbers, for the report and the provenance record."""
+    out: dict[str, Any] = {}
+    for name in ("passed", "outputs_max_abs", "outputs_max_rel", "atol", "rtol", "seed"):
+        value = getattr(result, name, None)
+        if isinstance(value, bool | int | float | str):
+            out[name] = value
+    first = getattr(result, "first_divergence", None)
+    out["first_divergence"] = None if first is None else str(
+        getattr(first, "layer_b", None) or getattr(first, "layer", None) or first)
+    diagnosis = getattr(result, "diagnosis", None)
+    out["diagnosis"] = None if diagnosis is None else str(
+        getattr(diagnosis, "cause", None) or diagnosis)
+    return out
+
+
+def _check_plan_keys(plan: Plan, ckpt: Any, slots: Mapping[str, Any], where: str) -> None:
+    seen: dict[str, str] = {}
+    for a in plan.assignments:
+        for k in a.source_keys:
+            if k not in ckpt:
+                raise PlanError(f"plan assignment for {a.target_layer!r} names source tensor "
+                                f"{k!r}, which the source does not hold", path=where,
+                                fix="correct the key in the plan (see `graft inspect SOURCE`)")
+        for k in a.target_keys:
+            if k not in slots:
+                raise PlanError(f"plan assignment names target slot {k!r}, which the target "
+                                "model does not have", path=where,
+                                expected=f"one of {_listing(list(slots), 6)}",
+                                fix="correct the key in the plan")
+            if k in seen:
+                raise PlanError(f"target slot {k!r} is filled twice (from {seen[k]!r} and "
+                                f"{a.source_layer!r})", path=where, fix="remove one assignment")
+            seen[k] = a.source_layer
+
+
+_FLOAT = {"float16", "float32", "float64", "bfloat16"}
+
+
+def _check_dtype(src_dtype: str, slot: Any, src_key: str, where: str) -> None:
+    s_float, t_float = src_dtype in _FLOAT, slot.dtype in _FLOAT
+    if s_float != t_float:
+        raise ShapeMismatchError(f"source tensor {src_key} is {src_dtype} but slot {slot.key} "
+                                 f"holds {slot.dtype}", path=where, tensor=src_key,
+                                 expected="floating point into floating point, integers into "
+                                          "integers", fix="check the plan pairs these tensors")
+
+
+def _check_shapes(a: Assignment, ckpt: Any, slots: Mapping[str, Any], where: str
+                  ) -> dict[str, tuple[Any, tuple[str, ...], tuple[str, ...]]]:
+    """For each target key: a loader producing the converted array, the steps, and the
+    source keys it is made from.
+
+    Raises before anything is assigned when a shape or dtype cannot fit.
+    """
+    from . import layouts
+
+    kind = Kind(a.kind)
+    src, dst = Convention(a.src_convention), Convention(a.dst_convention)
+    s_roles, t_roles = list(a.source_roles), list(a.target_roles)
+    out: dict[str, tuple[Any, tuple[str, ...], tuple[str, ...]]] = {}
+    try:
+        if per_tensor(kind, s_roles, t_roles):
+            by_role = dict(zip(s_roles, a.source_keys))
+            for tkey, role in zip(a.target_keys, t_roles):
+                skey, slot = by_role[role], slots[tkey]
+                entry = ckpt[skey]
+                _check_dtype(entry.dtype, slot, skey, where)
+                if role == Role.NUM_BATCHES_TRACKED.value:
+                    tr = None
+                    shape = entry.shape
+                else:
+                    tr = layouts.tensor_transform(kind, role, src, dst, a.context)
+                    shape = simulate_shape(tr.ops, entry.shape)
+                if tuple(shape) != tuple(slot.shape):
+                    raise ShapeMismatchError(
+                        f"{skey} {entry.shape} becomes {tuple(shape)} after "
+                        f"{list(tr.steps) if tr else 'no change'}, but slot {tkey} is "
+                        f"{tuple(slot.shape)}", path=where, tensor=skey,
+                        expected=f"shape {tuple(slot.shape)}",
+                        fix="the layers do not correspond: fix the plan or the rename rules")
+                steps = tuple(tr.steps) if tr is not None else ()
+                cast = _cast_step(entry.dtype, slot.dtype)
+                out[tkey] = (_tensor_loader(entry, tr, slot.dtype), steps + cast, (skey,))
+        else:
+            out.update(_layer_loaders(a, kind, src, dst, ckpt, slots, where))
+    except ShapeMismatchError:
+        raise
+    except WeightgraftError as exc:
+        raise type(exc)(f"cannot convert {a.source_layer} -> {a.target_layer}: {exc.problem}",
+                        path=where, expected=exc.expected, fix=exc.fix) from None
+    return out
+
+
+def _cast_step(src: str, dst: str) -> tuple[str, ...]:
+    return () if src == dst else (f"cast {src} -> {dst}",)
+
+
+def _tensor_loader(entry: Any, tr: Any, dtype: str) -> Any:
+    def load() -> np.ndarray:
+        arr = entry.load()
+        if tr is not None:
+            arr = tr.apply(arr)
+        return np.require(arr.astype(_np_dtype(dtype), copy=False), requirements="C")
+    return load
+
+
+def _np_dtype(name: str) -> Any:
+    return np.float32 if name == "bfloat16" else np.dtype(name)
+
+
+def _layer_loaders(a: Assignment, kind: Kind, src: Convention, dst: Convention, ckpt: Any,
+                   slots: Mapping[str, Any], where: str
+                   ) -> dict[str, tuple[Any, tuple[str, ...], tuple[str, ...]]]:
+    from . import layouts
+
+    zeros = {r: np.zeros(ckpt[k].shape, np.float32) for r, k in zip(a.source_roles, a.source_keys)}
+    probe = layouts.convert_layer(kind, src, dst, zeros, a.context)
+    for tkey, role in zip(a.target_keys, a.target_roles):
+        if role not in probe.arrays:
+            raise ShapeMismatchError(f"converting {a.source_layer} gives no {role!r} for "
+                                     f"{tkey}", path=where, expected=f"roles {sorted(probe.arrays)}",
+                                     fix="fix the plan's target_roles")
+        got = tuple(probe.arrays[role].shape)
+        if got != tuple(slots[tkey].shape):
+            raise ShapeMismatchError(f"{a.source_layer} converts to {role} {got}, but slot "
+                                     f"{tkey} is {tuple(slots[tkey].shape)}", path=where,
+                                     tensor=tkey, expected=f"shape {tuple(slots[tkey].shape)}",
+                                     fix="the layers do not correspond: fix the plan")
+    cache: dict[str, Any] = {}
+
+    def convert() -> Mapping[str, np.ndarray]:
+        if "arrays" not in cache:
+            arrays = {r: ckpt[k].load() for r, k in zip(a.source_roles, a.source_keys)}
+            cache["arrays"] = layouts.convert_layer(kind, src, dst, arrays, a.context).arrays
+        return cache["arrays"]
+
+    def loader(role: str, tkey: str, last: bool) -> Any:
+        def load() -> np.ndarray:
+            arr = np.require(np.asarray(convert()[role]).astype(
+                _np_dtype(slots[tkey].dtype), copy=False), requirements="C")
+            if last:
+                cache.clear()
+            return arr
+        return load
+
+    keys = list(zip(a.target_keys, a.target_roles))
+    return {tkey: (loader(role, tkey, i == len(keys) - 1), tuple(probe.steps), a.source_keys)
+            for i, (tkey, role) in enumerate(keys)}
