@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from .checkpoint import Checkpoint, Convention, Group, Kind, LayerInfo, Role, TensorEntry
@@ -66,3 +68,20 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Keeps ``weightgraft.match`` (and transplant, verify, diff, convert) the *function*.
+
+    Importing a submodule sets an attribute of the same name on its parent package; without
+    this guard, ``import weightgraft.transplant`` anywhere would make ``weightgraft.transplant``
+    the module, and ``weightgraft.transplant(...)`` would fail with "module is not callable".
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
