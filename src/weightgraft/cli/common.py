@@ -22,9 +22,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 
 def console(stderr: bool = False) -> Any:
+    """A rich console; 120 columns when writing to a pipe or file (rich's 80 folds the
+    tables' key columns), the terminal's width otherwise, ``COLUMNS`` always winning."""
+    import os
+    import sys
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty())
+    width = 120 if piped and "COLUMNS" not in os.environ else None
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def to_jsonable(value: Any) -> Any:
