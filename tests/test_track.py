@@ -154,15 +154,22 @@ def test_keras_tracker_agrees_with_diff(tmp_path) -> None:
     before = wg.view(model).snapshot()
     rng = np.random.default_rng(0)
     model.fit(rng.random((48, 784), dtype=np.float32), rng.random((48, 10), dtype=np.float32),
-              batch_size=16, epochs=1, verbose=0,
-              callbacks=[WeightTracker(tmp_path / "m.wgt", every="epoch")])
+              batch_size=16, epochs=2, verbose=0,
+              callbacks=[WeightTracker(tmp_path / "m.wgt", every="batch")])
     run = read_run(tmp_path / "m.wgt")
+    assert len(run.records) == 7  # the start, then 3 batches x 2 epochs
     d = wg.diff(before, model)
     name = next(n for n in run.tensors if "d1/" in n and "kernel" in n)
-    tracked = run.records[-1].stats[name].update_norm
     key = next(t.key for t in d.tensors if t.layer == "d1" and t.shape_a == (784, 500))
+    # The net change over six Adam steps, as the tracker saw it and as diff measures it.
+    tracked = run.records[-1].stats[name].change_norm
     assert tracked > 0
     assert d.tensor(key).norm_delta == pytest.approx(tracked, rel=1e-5)
+    summary = next(s for s in summarise(run) if s.name == name)
+    assert summary.total_rel_change == pytest.approx(d.tensor(key).rel_change, rel=1e-5)
+    # The path length (sum of per-step updates) is longer than the net change.
+    path = sum(r.stats[name].update_norm for r in run.records[1:])
+    assert path > tracked
 
 
 _KILLED_SCRIPT = textwrap.dedent("""

@@ -33,7 +33,9 @@ def _every(every: str | int) -> str | int:
 
 
 class WeightTracker:
-    """Records norm, update norm, relative update, max |update| and gradient norm per parameter.
+    """Records norm, update norm, relative update, max |update|, gradient norm and net change
+    since the first record, per parameter (keeping two copies of the parameters: the
+    previous record's and the first).
 
     Call ``step()`` after ``optimizer.step()`` (or ``attach(optimizer)`` once), ``end_epoch()``
     at each epoch's end when ``every="epoch"``, and ``close()`` at the end. Tied parameters
@@ -54,6 +56,7 @@ class WeightTracker:
                                       snapshot_every=snapshot_every)
         with self.torch.no_grad():
             self.prev = [p.detach().clone() for _, p in self.params]
+            self.first = [p.detach().clone() for _, p in self.params]
         self.steps = 0
         self.epoch = 0
         self._hook: Any = None
@@ -81,11 +84,14 @@ class WeightTracker:
             norms = [c.float().norm() for c in cur]
             if initial:
                 upd = mx = None
+                change = [0.0] * len(cur)
             else:
                 deltas = [(c.float() - pv.float()) for c, pv in zip(cur, self.prev, strict=True)]
                 upd = torch.stack([d.norm() for d in deltas]).tolist()
                 mx = torch.stack([d.abs().max() if d.numel() else d.new_zeros(())
                                   for d in deltas]).tolist()
+                change = torch.stack([(c.float() - f.float()).norm()
+                                      for c, f in zip(cur, self.first, strict=True)]).tolist()
                 for pv, c in zip(self.prev, cur, strict=True):
                     pv.copy_(c)
             norms_l = torch.stack(norms).tolist()
@@ -96,7 +102,8 @@ class WeightTracker:
             u = None if upd is None else upd[i]
             rel = None if u is None else (u / norms_l[i] if norms_l[i] > 0 else
                                           (0.0 if u == 0 else float("inf")))
-            stats[name] = (norms_l[i], u, rel, None if mx is None else mx[i], grads[i])
+            stats[name] = (norms_l[i], u, rel, None if mx is None else mx[i], grads[i],
+                           change[i])
         snap = None
         if self.recorder.wants_snapshot():
             snap = {n: p.detach().cpu().numpy().copy() for n, p in self.params}

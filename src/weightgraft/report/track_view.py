@@ -11,6 +11,14 @@ _FLAG_STYLE = {"frozen": "blue", "never-changed": "magenta", "dead": "red",
                "exploding": "bold red"}
 
 
+def _total(s: TensorSummary) -> str:
+    """Net relative change; a tensor that started at zero (a bias) has none, so its
+    absolute change is shown instead."""
+    if s.total_rel_change is None and s.total_change_norm is not None:
+        return f"from 0: ||d|| {s.total_change_norm:.3g}"
+    return format_rel(s.total_rel_change)
+
+
 def render_run(run: Run, summary: list[TensorSummary]) -> Any:
     """A rich renderable: header line, then one row per tensor."""
     from rich.console import Group
@@ -34,7 +42,7 @@ def render_run(run: Run, summary: list[TensorSummary]) -> Any:
         for f in s.flags:
             flags.append(f + " ", style=_FLAG_STYLE.get(f, ""))
         table.add_row(s.name, "x".join(map(str, run.shapes.get(s.name, ()))) or "scalar",
-                      "yes" if s.trainable else "no", format_rel(s.total_rel_change),
+                      "yes" if s.trainable else "no", _total(s),
                       format_rel(s.latest_rel_update),
                       "-" if s.last_grad_norm is None else f"{s.last_grad_norm:.3g}", flags)
     counts: dict[str, int] = {}
@@ -42,7 +50,7 @@ def render_run(run: Run, summary: list[TensorSummary]) -> Any:
         for f in s.flags:
             counts[f] = counts.get(f, 0) + 1
     foot = Text("flags: " + (", ".join(f"{n} {f}" for f, n in counts.items()) or "none"))
-    foot.append("\nnever-changed: no update at all (frozen, detached, or no gradient reaches it);"
-                " dead: updates below 1e-8 relative; exploding: norm grew over 10x or became "
-                "inf/nan", style="dim")
+    foot.append("\ntotal rel change: ||w_last - w_first|| / ||w_first||; never-changed: no update "
+                "at all (frozen, detached, or no gradient reaches it); dead: updates below 1e-8 "
+                "relative; exploding: norm grew over 10x or became inf/nan", style="dim")
     return Group(head, table, foot)
