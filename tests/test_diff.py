@@ -159,3 +159,26 @@ def test_cross_framework_diff_pairs_by_matching_and_converts_layout() -> None:
     assert bias.frac_changed == pytest.approx(0.25)
     kernel = next(t for t in changed.tensors if t.layer == "conv" and len(t.shape_a) == 4)
     assert kernel.status == "unchanged" and kernel.transform
+
+
+@pytest.mark.keras
+@pytest.mark.torch
+def test_diff_of_a_torch_file_against_a_keras_model_converts_the_file(tmp_path) -> None:
+    """A is a PyTorch state-dict file, B a live Keras model filled from it, then trained
+    a step: the file is converted into Keras's layout and the change is B's."""
+    keras = pytest.importorskip("keras")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    tmodel = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    torch.save(tmodel.state_dict(), tmp_path / "a.pt")
+    kmodel = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"),
+                               keras.layers.Dense(3)])
+    wg.transplant(tmp_path / "a.pt", kmodel)
+    assert diff(tmp_path / "a.pt", kmodel).counts == {"unchanged": 4}
+    kernel = kmodel.layers[1].kernel
+    kernel.assign(keras.ops.convert_to_numpy(kernel) + np.float32(0.25))
+    result = diff(tmp_path / "a.pt", kmodel)
+    changed = [t for t in result.tensors if t.status == "changed"]
+    assert len(changed) == 1 and changed[0].key == "2.weight"
+    assert changed[0].max_abs == pytest.approx(0.25, rel=1e-6)
+    assert any("paired by the transplant matcher" in n for n in result.notes)

@@ -124,14 +124,15 @@ def _as_checkpoint(obj: Any) -> tuple[Checkpoint, str, bool]:
 
 
 def _compare(ea: TensorEntry, eb: TensorEntry, atol: float, rtol: float,
-             load_b: Callable[[], np.ndarray] | None = None, transform: str | None = None,
-             key_b: str | None = None) -> TensorDiff:
-    """Statistics of B - A; ``load_b`` gives B already converted to A's layout."""
+             load: Callable[[], np.ndarray] | None = None, transform: str | None = None,
+             key_b: str | None = None, converts_a: bool = False) -> TensorDiff:
+    """Statistics of B - A; ``load`` gives B converted to A's layout (or, with
+    ``converts_a``, A converted to B's)."""
     base = dict(key=ea.key, key_b=key_b or eb.key, layer=ea.layer or _layer_of(ea.key),
                 shape_a=ea.shape, shape_b=eb.shape, dtype_a=ea.dtype, dtype_b=eb.dtype,
                 transform=transform)
-    xb = load_b() if load_b is not None else eb.load()
-    xa = ea.load()
+    xb = load() if load is not None and not converts_a else eb.load()
+    xa = load() if load is not None and converts_a else ea.load()
     if xa.shape != xb.shape:
         return TensorDiff(status=RESHAPED, **base)
     if xa.dtype == xb.dtype and np.array_equal(xa, xb, equal_nan=xa.dtype.kind in "fc"):
@@ -179,7 +180,7 @@ def _pair_by_key(a: Checkpoint, b: Checkpoint) -> tuple[list[tuple[TensorEntry, 
     for eb in b_entries:
         if eb.key not in used:
             b_norm.setdefault(normalise_key(eb.key), []).append(eb)
-    removed: list[TensorEntry] = []
+    still: list[TensorEntry] = []
     for ea in left:
         cands = b_norm.get(normalise_key(ea.key), [])
         if len(cands) == 1:
@@ -187,44 +188,96 @@ def _pair_by_key(a: Checkpoint, b: Checkpoint) -> tuple[list[tuple[TensorEntry, 
             used.add(cands[0].key)
             b_norm[normalise_key(ea.key)] = []
         else:
+            still.append(ea)
+    # Last, by layer name and role: a Keras 3 file keys ``layers/dense/vars/0`` what the live
+    # model calls ``d1/kernel``; both know the layer is d1 and the tensor its kernel.
+    by_slot: dict[tuple[str, str, str], list[TensorEntry]] = {}
+    for eb in b_entries:
+        if eb.key not in used and eb.layer:
+            by_slot.setdefault(_slot(eb), []).append(eb)
+    a_slots: dict[tuple[str, str, str], int] = {}
+    for ea in still:
+        if ea.layer:
+            a_slots[_slot(ea)] = a_slots.get(_slot(ea), 0) + 1
+    removed: list[TensorEntry] = []
+    for ea in still:
+        cands = by_slot.get(_slot(ea), []) if ea.layer else []
+        if len(cands) == 1 and a_slots[_slot(ea)] == 1 and str(ea.role.value) != "other":
+            pairs.append((ea, cands[0]))
+            used.add(cands[0].key)
+        else:
             removed.append(ea)
     added = [eb for eb in b_entries if eb.key not in used]
     return pairs, removed, added
 
 
+def _slot(e: TensorEntry) -> tuple[str, str, str]:
+    return (e.layer.rsplit("/", 1)[-1], str(e.role.value), str(e.part or ""))
+
+
+# (entry in A, entry in B, loader of the converted side, its transforms, key in B,
+#  whether the loader gives A converted (True) or B converted (False))
 Pair = tuple[TensorEntry, TensorEntry, "Callable[[], np.ndarray] | None", "str | None",
-             "str | None"]
+             "str | None", bool]
 
 
 def _pair_by_match(a_obj: Any, b_obj: Any, a: Checkpoint, b: Checkpoint
                    ) -> tuple[list[Pair], set[str], set[str]] | None:
-    """Pair across frameworks with the transplant matcher (B as source, A as target model),
-    converting each B tensor into A's layout with the same rules a transplant uses."""
+    """Pair across frameworks with the transplant matcher, converting one side's tensors
+    into the other's layout with the same rules a transplant uses.
+
+    The matcher fills a live model: A is the target when it is one (B converted into A's
+    layout), else B (A converted into B's layout; norms are unchanged by layout moves, so
+    the statistics mean the same). ``None`` when neither side is a live model.
+    """
     from .match import match
     from .modelview import view
     from .transplant import _check_shapes
 
-    try:
-        target = view(a_obj)
-    except Exception:  # noqa: BLE001 - A is a file, not a model: the matcher needs a model
+    def live(obj: Any) -> Any:
+        if isinstance(obj, str | os.PathLike | Checkpoint):
+            return None
+        try:
+            return view(obj)
+        except Exception:  # noqa: BLE001 - not a model this library can view
+            return None
+
+    swapped = False
+    target, src_ckpt, src_obj, dst_ckpt = live(a_obj), b, b_obj, a
+    if target is None:
+        target, src_ckpt, src_obj, dst_ckpt, swapped = live(b_obj), a, a_obj, b, True
+    if target is None:
         return None
-    source = b if isinstance(b_obj, str | os.PathLike | Checkpoint) else b_obj
-    plan = match(source, target)
-    slots = target.slots
+    from .errors import WeightgraftError
+
+    src_live = live(src_obj)
+    try:
+        plan = match(src_live if src_live is not None else src_ckpt, target)
+    except WeightgraftError:  # nothing the matcher can pair: keep the pairing by key
+        return None
     pairs: list[Pair] = []
     seen_a: set[str] = set()
     seen_b: set[str] = set()
     for asg in plan.assignments:
-        if not all(k in b for k in asg.source_keys):
+        if not all(k in src_ckpt for k in asg.source_keys):
             continue
-        loaders = _check_shapes(asg, b, slots, b.path or "B")
+        try:
+            loaders = _check_shapes(asg, src_ckpt, target.slots, src_ckpt.path or "source")
+        except WeightgraftError:  # the layers do not correspond after all: leave unpaired
+            continue
         for tkey, (load, steps, src_keys) in loaders.items():
-            if tkey not in a:
+            if tkey not in dst_ckpt:
                 continue
-            pairs.append((a[tkey], b[src_keys[0]], load, "; ".join(steps) or None,
-                          "+".join(src_keys)))
-            seen_a.add(tkey)
-            seen_b.update(src_keys)
+            label = "; ".join(steps) or None
+            if swapped:  # A converted into B's layout, compared with B as it is
+                pairs.append((src_ckpt[src_keys[0]], dst_ckpt[tkey], load, label, tkey, True))
+                seen_a.update(src_keys)
+                seen_b.add(tkey)
+            else:
+                pairs.append((dst_ckpt[tkey], src_ckpt[src_keys[0]], load, label,
+                              "+".join(src_keys), False))
+                seen_a.add(tkey)
+                seen_b.update(src_keys)
     return pairs, seen_a, seen_b
 
 
@@ -240,22 +293,23 @@ def diff(a: Any, b: Any, *, atol: float = 0.0, rtol: float = 0.0,
     notes: list[str] = []
     try:
         pairs, removed, added = _pair_by_key(ca, cb)
-        pairs4: list[Pair] = [(x, y, None, None, None) for x, y in pairs]
-        if ca.framework and cb.framework and ca.framework != cb.framework and len(pairs) < len(
-                ca.model_entries()) // 2:
+        pairs4: list[Pair] = [(x, y, None, None, None, False) for x, y in pairs]
+        if len(pairs) < len(ca.model_entries()) // 2:
             matched = _pair_by_match(a, b, ca, cb)
             if matched is not None:
                 pairs4, seen_a, seen_b = matched
                 removed = [e for e in ca.model_entries() if e.key not in seen_a]
                 added = [e for e in cb.model_entries() if e.key not in seen_b]
-                notes.append(f"{ca.framework} and {cb.framework} keys differ: tensors were "
-                             "paired by the transplant matcher and B converted to A's layout")
+                which = "A to B's" if matched[0] and matched[0][0][5] else "B to A's"
+                notes.append(f"keys differ ({ca.framework or '?'} / {cb.framework or '?'}): "
+                             f"tensors were paired by the transplant matcher, {which} layout")
         if filter:
             keep = (lambda k: fnmatch.fnmatchcase(k, filter))
             pairs4 = [p for p in pairs4 if keep(p[0].key) or keep(p[1].key)]
             removed = [e for e in removed if keep(e.key)]
             added = [e for e in added if keep(e.key)]
-        results = [_compare(x, y, atol, rtol, load, steps, kb) for x, y, load, steps, kb in pairs4]
+        results = [_compare(x, y, atol, rtol, load, steps, kb, a_side)
+                   for x, y, load, steps, kb, a_side in pairs4]
         results += [TensorDiff(key=e.key, key_b=None, layer=e.layer or _layer_of(e.key),
                                status=REMOVED, shape_a=e.shape, shape_b=None, dtype_a=e.dtype,
                                dtype_b=None) for e in removed]
