@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,28 @@ def test_diff_example_shows_the_frozen_layer_unchanged(tmp_path) -> None:
     result = wg.diff(tmp_path / "before.pt", tmp_path / "after.pt")
     assert result.layer("0").status == "unchanged"
     assert result.layer("2").status == "changed" and result.layer("4").status == "changed"
+
+
+@pytest.mark.corpus
+@pytest.mark.keras
+def test_readme_mnist_commands(corpus, tmp_path) -> None:
+    """The README's transplant, verify and explain commands, as a user types them."""
+    from click.testing import CliRunner
+
+    from weightgraft.cli.main import cli
+
+    src = str(corpus / "keras1-mnist-cnn" / "mnist_cnn_th_keras_1_weights.h5")
+    models = str(EXAMPLES / "mnist_models.py")
+    runner = CliRunner()
+    for factory, out in (("keras_mnist", "mnist.weights.h5"), ("torch_mnist", "mnist.pt")):
+        res = runner.invoke(cli, ["transplant", src, "--into", f"{models}:{factory}",
+                                  "-o", str(tmp_path / out)])
+        assert res.exit_code == 0, res.output
+        assert "0 unmatched; 600,810 of 600,810 parameters filled" in res.output
+    res = runner.invoke(cli, ["verify", f"{models}:keras_mnist", f"{models}:torch_mnist",
+                              "--weights-a", str(tmp_path / "mnist.weights.h5"),
+                              "--weights-b", str(tmp_path / "mnist.pt")])
+    assert res.exit_code == 0 and "PASS" in res.output, res.output
+    res = runner.invoke(cli, ["explain", str(tmp_path / "mnist.pt"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["counts"] == {"recorded": 8}

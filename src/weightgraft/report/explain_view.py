@@ -23,12 +23,19 @@ def explain_table(ex: Explanation) -> Table:
     """One row per tensor: status, source file and key, transforms, detail."""
     from rich.table import Table
 
-    table = Table(title=f"where the weights of {ex.subject} came from")
+    import os
+
+    paths = sorted({o.source_path for o in ex.origins if o.source_path})
+    title = f"where the weights of {ex.subject} came from"
+    if paths:  # full paths once, in the title; the table names each file by its base name
+        title += "\n" + "\n".join(f"source: {p}" for p in paths)
+    table = Table(title=title)
     for col in ("tensor", "status", "source", "source key", "transforms", "detail"):
         table.add_column(col, overflow="fold")
     for o in ex.origins:
         style = _STYLE.get(o.status, "")
-        table.add_row(o.key, f"[{style}]{o.status}[/]", o.source_path or "-",
+        table.add_row(o.key, f"[{style}]{o.status}[/]",
+                      os.path.basename(o.source_path) if o.source_path else "-",
                       "\n".join(o.source_keys) or "-", "\n".join(o.transforms) or "-",
                       o.detail)
     return table
