@@ -59,3 +59,29 @@ def test_readme_mnist_commands(corpus, tmp_path) -> None:
     res = runner.invoke(cli, ["explain", str(tmp_path / "mnist.pt"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["counts"] == {"recorded": 8}
+
+
+def test_new_head_example_strict_then_allowed(tmp_path) -> None:
+    """The README's transfer-learning case: strict failure naming head*, then success with
+    the backbone copied and the head left at its initialisation."""
+    import torch
+    from click.testing import CliRunner
+
+    from weightgraft.cli.main import cli
+
+    _run("new_head.py", tmp_path)
+    src = str(tmp_path / "out" / "pretrained_1000.pt")
+    target = f"{EXAMPLES / 'new_head.py'}:five_classes"
+    out = str(tmp_path / "five.pt")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["transplant", src, "--into", target, "-o", out])
+    assert res.exit_code == 2
+    assert "--allow-missing 'head*'" in res.output and "--allow-unused 'head*'" in res.output
+    assert not (tmp_path / "five.pt").exists()
+    res = runner.invoke(cli, ["transplant", src, "--into", target, "-o", out,
+                              "--allow-missing", "head*", "--allow-unused", "head*"])
+    assert res.exit_code == 0, res.output
+    got = torch.load(out, weights_only=True)
+    want = torch.load(src, weights_only=True)
+    assert torch.equal(got["features.3.weight"], want["features.3.weight"])
+    assert got["head.weight"].shape == (5, 32)

@@ -131,9 +131,18 @@ def test_theano_file_gets_flip_and_row_reorder_in_plan(corpus: Path) -> None:
 
 
 def test_forcing_theano_on_tensorflow_file_drops_the_score(corpus: Path) -> None:
+    """Caught twice: by the digit score, and by verify against a correct conversion,
+    whose diagnosis names the flipped kernel at the first convolution."""
     model = keras_mnist(_config_layers(corpus, "tf"))
     wg.transplant(_weights(corpus, "tf"), model, source_convention="theano")
     assert score_keras(model, corpus) < 90
+    right = torch_mnist(_config_layers(corpus, "tf"))
+    wg.transplant(_weights(corpus, "tf"), right)
+    assert score_torch(right, corpus) >= 99
+    result = wg.verify(model, wg.view(right, input_shape=(1, 28, 28)))
+    assert not result.passed
+    assert result.first_divergence.layer_a == model.layers[0].name
+    assert result.diagnosis.cause == "flipped_kernel"
 
 
 def test_forcing_keras_on_theano_file_is_refused_by_shapes(corpus: Path) -> None:
