@@ -198,9 +198,8 @@ def test_source_convention_override_is_noted() -> None:
     assert any("flip" in s for a in plan.assignments for s in a.steps)
 
 
-def test_matching_many_layers_is_fast() -> None:
-    import time
-
+def test_alignment_of_600_layers_with_one_removed_pairs_all_the_others() -> None:
+    """Speed is measured in bench/bench_match.py; this checks the long alignment is right."""
     n = 600
     entries = []
     for i in range(n):
@@ -211,8 +210,6 @@ def test_matching_many_layers_is_fast() -> None:
     ck = Checkpoint(entries, format="memory", convention=Convention.TORCH)
     from weightgraft.match.groups import source_groups
     groups, _ = source_groups(ck)
-    start = time.perf_counter()
     certain, unsure = align([g.signature() for g in groups],
                             [g.signature() for g in groups[:300] + groups[301:]])
-    assert time.perf_counter() - start < 2.0
     assert len(certain) == n - 1 and not unsure
