@@ -32,3 +32,10 @@ def corpus() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI output is laid out for ``COLUMNS``; pin it so the suite reads the same tables on
+    any terminal and in CI (whose 80 columns once folded a line a test looked for)."""
+    monkeypatch.setenv("COLUMNS", "120")

@@ -365,3 +365,52 @@ def test_plan_naming_keys_that_do_not_exist_is_refused() -> None:
     with pytest.raises(wg.PlanError, match="nope/kernel"):
         wg.transplant(source, target,
                       plan=plan.with_(assignments=(wrong_slot, *plan.assignments[1:])))
+
+
+def test_cli_transplant_into_a_torch_model_of_unguessable_input_size(tmp_path: Path) -> None:
+    """Names differ, so the structure tier needs the target's execution order: a probe
+    pass that only ``--input-shape`` makes possible; the result then verifies exactly."""
+    from click.testing import CliRunner
+
+    from weightgraft.cli.main import cli
+
+    nets = Path(__file__).parent / "factories" / "odd_size_nets.py"
+    factory = f"{nets}:build"
+    src = tmp_path / "src.pt"
+    torch.save(_load_factory(nets)(seed=3).state_dict(), src)
+    runner = CliRunner()
+    base = ["transplant", str(src), "--into", factory, "--arg", "prefix=renamed_",
+            "-o", str(tmp_path / "out.pt")]
+    failed = runner.invoke(cli, base)
+    message = " ".join(failed.output.split())
+    assert failed.exit_code == 2 and "--input-shape" in message
+    assert "inputs=[array]" in message  # printed as text, not eaten as rich markup
+    assert not (tmp_path / "out.pt").exists()
+
+    done = runner.invoke(cli, [*base, "--input-shape", "3,20,20", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["totals"]["copied"] == 4
+    checked = runner.invoke(cli, ["verify", factory, factory, "--arg-a", "seed=3",
+                                  "--arg-b", "prefix=renamed_", "--weights-b",
+                                  str(tmp_path / "out.pt"), "--input-shape", "3,20,20"])
+    assert checked.exit_code == 0 and "PASS" in checked.output, checked.output
+
+
+def _load_factory(path: Path):  # noqa: ANN202 - the factory function in that file
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("odd_size_nets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build
+
+
+def test_progress_is_reported_in_bytes_up_to_the_total(rng: np.random.Generator) -> None:
+    source = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    target = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    calls: list[tuple[int, int]] = []
+    wg.transplant(source, target, progress=lambda done, total: calls.append((done, total)))
+    total = 4 * (6 * 5 + 5 + 5 * 3 + 3)
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 5
+    assert torch.equal(target[2].weight, source[2].weight)

@@ -9,6 +9,7 @@ the cause that was introduced.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -435,3 +436,33 @@ def test_cli_verify_exit_status_and_json(tmp_path) -> None:
 
     missing = runner.invoke(cli, ["verify", str(tmp_path / "a.keras"), "nowhere.py:build"])
     assert missing.exit_code == 2 and "nowhere.py" in missing.output
+
+
+ODD_SIZE_NETS = Path(__file__).parent / "factories" / "odd_size_nets.py"
+
+
+def test_cli_verify_two_torch_modules_needs_and_takes_an_input_shape(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from weightgraft.cli.main import cli
+
+    a = f"{ODD_SIZE_NETS}:build"
+    runner = CliRunner()
+    unknown = runner.invoke(cli, ["verify", a, a])
+    assert unknown.exit_code == 2
+    assert "--input-shape" in " ".join(unknown.output.split())
+
+    same = runner.invoke(cli, ["verify", a, a, "--input-shape", "3,20,20", "--json"])
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.output)["input_shapes_b"] == [[2, 3, 20, 20]]
+
+    # The same inputs given as a file also tell the shape.
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(3, 3, 20, 20))
+            .astype("float32"))
+    other = runner.invoke(cli, ["verify", a, a, "--arg-b", "seed=1", "--inputs",
+                                str(tmp_path / "x.npy"), "--json"])
+    assert other.exit_code == 1, other.output
+    assert json.loads(other.output)["first_divergence"]["layer_a"] == "conv"
+
+    bad = runner.invoke(cli, ["verify", a, a, "--input-shape", "3,x,20"])
+    assert bad.exit_code == 2 and "is not a shape" in bad.output

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,8 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
                allow_missing: Iterable[str] | str | None = None,
                allow_unused: Iterable[str] | str | None = None,
                source_convention: Convention | str | None = None, dry_run: bool = False,
-               verify: bool = False, output: str | os.PathLike[str] | None = None) -> Report:
+               verify: bool = False, output: str | os.PathLike[str] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Report:
     """Fill live model ``target`` from ``source`` (a checkpoint path, ``Checkpoint`` or live
     model), strictly: raises ``PlanError`` listing anything unfilled or unused, naming the
     ``allow_missing``/``allow_unused`` pattern that would accept it.
@@ -116,6 +117,7 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
     ``output`` also writes the result: ``.weights.h5`` (Keras 3 ``load_weights``), ``.pt`` /
     ``.pth`` (``load_state_dict(strict=True)``), or ``.safetensors`` (provenance in its
     metadata); other outputs get ``<output>.provenance.json`` beside them.
+    ``progress(done, total)`` is called in bytes of target tensors as they are assigned.
 
     Example:
         >>> report = transplant("crepe/model-tiny.h5", torch_crepe, output="crepe.pt")  # doctest: +SKIP
@@ -131,14 +133,15 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
             if info.path and not plan.source:
                 plan = plan.with_(source=info.path)
         return _run(info, tview, plan, _patterns(allow_missing), _patterns(allow_unused),
-                    dry_run, verify, output)
+                    dry_run, verify, output, progress)
     finally:
         info.close()
 
 
 def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[str, ...],
          allow_unused: tuple[str, ...], dry_run: bool, verify: bool,
-         output: str | os.PathLike[str] | None) -> Report:
+         output: str | os.PathLike[str] | None,
+         progress: Callable[[int, int], None] | None = None) -> Report:
     ckpt, slots = info.checkpoint, tview.slots
     where = info.path or "<source>"
     _check_plan_keys(plan, ckpt, slots, where)
@@ -187,6 +190,10 @@ def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[st
     sha = file_sha256(info.path) if info.path and os.path.isfile(info.path) else None
     results: dict[str, SlotResult] = {}
     records: list[TensorRecord] = []
+    todo = sum(_nbytes(slots[k]) for a in plan.assignments for k in planned[a.target_layer])
+    done = 0
+    if progress is not None and not dry_run:
+        progress(0, todo)
     for a in plan.assignments:
         for key, (arr_fn, steps, src_keys) in planned[a.target_layer].items():
             status = "converted" if steps else "copied"
@@ -199,6 +206,9 @@ def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[st
                                             "s0", src_keys, tuple(steps), a.tier,
                                             a.confidence))
                 del array
+                if progress is not None:
+                    done += _nbytes(slots[key])
+                    progress(done, todo)
             results[key] = SlotResult(key, status, tuple(slots[key].shape), src_keys,
                                       tuple(steps), a.tier, a.confidence, "", fp)
     for key in slots:
@@ -241,6 +251,12 @@ def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[st
                   output=os.fspath(output) if output is not None else None,
                   provenance_path=prov_path, dry_run=dry_run, verification=verification,
                   notes=tuple(notes), provenance=record)
+
+
+def _nbytes(slot: Any) -> int:
+    """Bytes of a target slot (bfloat16 and float16 count 2 per element)."""
+    size = 2 if slot.dtype in ("bfloat16", "float16") else np.dtype(slot.dtype).itemsize
+    return int(np.prod(slot.shape)) * size
 
 
 def _verification_summary(result: Any) -> dict[str, Any]:

@@ -3,38 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import click
 
-from .common import console, handle_errors, json_option, print_json
-
-# Below this many bytes a conversion is over before a progress bar would be worth drawing.
-PROGRESS_MIN_BYTES = 256 * 1024 * 1024
-
-
-@contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
-                   transient=True)
-    task = bar.add_task("converting", total=None, visible=False)
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total, visible=total >= PROGRESS_MIN_BYTES)
-
-    with bar:
-        yield update
-
+from .common import console, handle_errors, json_option, print_json, progress_bar
 
 @click.command("convert")
 @click.argument("src", type=click.Path(dir_okay=True))
@@ -57,8 +29,7 @@ def convert(src: str, dst: str, fmt: str | None, check: bool, as_json: bool) -> 
     """
     from ..convert import convert as run_convert
 
-    show = not as_json and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-    with _progress_bar(show) as progress:
+    with progress_bar("converting", enabled=not as_json) as progress:
         result = run_convert(src, dst, format=fmt, check=check, progress=progress)
     if as_json:
         print_json({**dataclasses.asdict(result), "bytes_per_second": result.bytes_per_second})

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import console, handle_errors, json_option, print_json
+from .common import console, handle_errors, json_option, print_json, progress_bar, shape_option
 
 
 def load_source(spec: str, args: tuple[str, ...] = (), weights: str | None = None) -> Any:
@@ -54,6 +54,8 @@ def load_target(spec: str, args: tuple[str, ...], weights: str | None) -> Any:
 @click.option("--weights", default=None, help="Weights file to load into the target first.")
 @click.option("--source-arg", multiple=True, metavar="NAME=VALUE",
               help="Argument for the source factory, when the source is a model spec.")
+@shape_option("--input-shape", "The target's input shape without the batch, in its own layout "
+              "(e.g. 3,224,224), for a PyTorch target whose first layer does not tell it.")
 @json_option
 @handle_errors
 def transplant(source: str, target: str, output: str | None, rename: tuple[str, ...],
@@ -61,7 +63,7 @@ def transplant(source: str, target: str, output: str | None, rename: tuple[str, 
                allow_unused: tuple[str, ...], source_convention: str | None, dry_run: bool,
                plan_path: str | None, save_plan: str | None, verify: bool,
                args: tuple[str, ...], weights: str | None, source_arg: tuple[str, ...],
-               as_json: bool) -> None:
+               input_shape: tuple[int, ...] | None, as_json: bool) -> None:
     """Fill TARGET's weights from SOURCE (a checkpoint file or a model), matching layers by
     name, then by structure, converting layouts (Keras <-> PyTorch, Theano-era kernels,
     Flatten order). Strict by default: anything unfilled or unused is an error that names
@@ -74,6 +76,7 @@ def transplant(source: str, target: str, output: str | None, rename: tuple[str, 
           --allow-missing 'head*' -o finetune.safetensors
     """
     from ..match import Plan, match
+    from ..modelview import view
     from ..report.transplant_view import (
         plan_problems,
         plan_table,
@@ -85,17 +88,20 @@ def transplant(source: str, target: str, output: str | None, rename: tuple[str, 
 
     src = load_source(source, source_arg)
     model = load_target(target, args, weights)
+    if input_shape is not None:
+        model = view(model, input_shape=input_shape)
     plan = Plan.load(plan_path) if plan_path else None
     if plan is None and save_plan:
         plan = match(src, model, rename=list(rename) or None, skip=list(skip) or None,
                      source_convention=source_convention)
         plan.save(save_plan)
     try:
-        report = run(src, model, plan=plan, rename=list(rename) or None, skip=list(skip) or None,
-                     allow_missing=list(allow_missing) or None,
-                     allow_unused=list(allow_unused) or None,
-                     source_convention=source_convention, dry_run=dry_run, verify=verify,
-                     output=output)
+        with progress_bar("transplanting", enabled=not as_json) as progress:
+            report = run(src, model, plan=plan, rename=list(rename) or None,
+                         skip=list(skip) or None, allow_missing=list(allow_missing) or None,
+                         allow_unused=list(allow_unused) or None,
+                         source_convention=source_convention, dry_run=dry_run, verify=verify,
+                         output=output, progress=progress)
     except Exception:
         if plan is not None and not as_json:
             err = console(stderr=True)

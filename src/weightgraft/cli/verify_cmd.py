@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from typing import Any
 
 import click
 
-from .common import console, handle_errors, json_option, print_json
+from .common import console, handle_errors, json_option, print_json, shape_option
 
 
 def _model(spec: str, args: tuple[str, ...]) -> Any:
@@ -18,19 +17,11 @@ def _model(spec: str, args: tuple[str, ...]) -> Any:
 
 
 def _load_weights(target: Any, weights: str) -> None:
-    """Fill a model (through its view, which knows the input shape) from a weights file."""
-    if importlib.util.find_spec("weightgraft.transplant") is not None:
-        from ..transplant import transplant
+    """Fill a model (through its view, which knows the input shape) from a weights file,
+    in any layout, strictly: any unfilled slot or unused tensor is an error."""
+    from ..transplant import transplant
 
-        transplant(weights, target)  # strict: any unfilled slot or unused tensor is an error
-        return
-    # Without weightgraft's transplant, the framework's own loader (same layout only).
-    model = target.model
-    if hasattr(model, "load_state_dict"):
-        torch = sys.modules["torch"]
-        model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
-    else:
-        model.load_weights(weights)
+    transplant(weights, target)
 
 
 @click.command("verify")
@@ -49,11 +40,15 @@ def _load_weights(target: Any, weights: str) -> None:
 @click.option("--rtol", type=float, default=1e-4, show_default=True, help="Relative tolerance.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch", type=int, default=2, show_default=True, help="Random inputs per run.")
+@shape_option("--input-shape", "A's input shape without the batch, in A's layout (e.g. "
+              "3,224,224); needed when neither model declares one, as with two PyTorch modules. "
+              "B gets it in its own layout.")
 @json_option
 @handle_errors
 def verify(a: str, b: str, weights_a: str | None, weights_b: str | None,
            arg_a: tuple[str, ...], arg_b: tuple[str, ...], inputs: str | None, atol: float,
-           rtol: float, seed: int, batch: int, as_json: bool) -> None:
+           rtol: float, seed: int, batch: int, input_shape: tuple[int, ...] | None,
+           as_json: bool) -> None:
     """Run A and B on the same inputs, compare every matched layer, and name the first one
     that diverges and why (flipped kernel, Flatten order, BatchNorm epsilon, padding,
     activation variant, GRU reset_after, architecture).
@@ -67,10 +62,17 @@ def verify(a: str, b: str, weights_a: str | None, weights_b: str | None,
       graft verify keras.applications:MobileNet models.py:mobilenet --arg-a weights=None --json
     """
     from ..report.verify_view import render_verify
+    from ..modelview import view
     from ..verify import paired_views
     from ..verify import verify as run_verify
+    from ..verify.alignment import load_inputs
 
-    view_a, view_b = paired_views(_model(a, arg_a), _model(b, arg_b))
+    model_a = _model(a, arg_a)
+    if input_shape is not None:
+        model_a = view(model_a, input_shape=input_shape)
+    elif inputs is not None:  # the probe pass runs on the user's inputs
+        model_a = view(model_a, inputs=load_inputs(inputs))
+    view_a, view_b = paired_views(model_a, _model(b, arg_b))
     for target, weights in ((view_a, weights_a), (view_b, weights_b)):
         if weights:
             _load_weights(target, weights)

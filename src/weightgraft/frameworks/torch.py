@@ -97,6 +97,11 @@ class TorchModelView(ModelView):
                           "channels_first" if a.ndim > 3 else None) for a in arrays]
 
     @property
+    def inputs_guessed(self) -> bool:
+        """True when the probe inputs are a guess from the first layer, not given."""
+        return self._input_shape is None and self._given is None
+
+    @property
     def layers(self) -> list[LayerView]:
         if self._layers is None:
             self._describe()
@@ -220,7 +225,8 @@ class TorchModelView(ModelView):
             + (f": {str(last).splitlines()[0]}" if last else ""),
             expected="a model whose first layer tells its input shape",
             fix="pass input_shape=(C, H, W) without the batch dimension, or inputs=[array], "
-                "e.g. TorchModelView(model, input_shape=(3, 224, 224))",
+                "e.g. weightgraft.view(model, input_shape=(3, 224, 224)) (CLI: --input-shape "
+                "3,224,224)",
         )
 
     def _run(self, tensors: list[Any], trace: bool) -> list[_Call]:

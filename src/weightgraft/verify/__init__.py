@@ -158,7 +158,8 @@ def paired_views(a: Any, b: Any) -> tuple[ModelView, ModelView]:
                     f"cannot tell the input shape of model {'ab'[i]} from either model",
                     expected="one side with a declared input (a Keras model with an Input)",
                     fix="pass weightgraft.view(model, input_shape=(...)) for that side, "
-                        "e.g. view(torch_model, input_shape=(3, 32, 32))") from exc
+                        "e.g. view(torch_model, input_shape=(3, 32, 32)) (CLI: --input-shape "
+                        "3,32,32, or --inputs FILE)") from exc
             fmt = "channels_first" if mine.framework == "torch" else None
             want = InputSpec(specs[0].shape, specs[0].dtype, fmt if len(specs[0].shape) >= 3
                              else None)

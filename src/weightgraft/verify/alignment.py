@@ -119,7 +119,7 @@ def probe_inputs(view_a: ModelView, view_b: ModelView, inputs: Any, seed: int,
     else:
         high = _embedding_high([view_a, view_b])
         arrays_a = []
-        if view_a.framework == "torch" and view_b.framework != "torch":
+        if getattr(view_a, "inputs_guessed", False) and view_b.framework != "torch":
             # A torch view guesses its input shape by trial; Keras declares it: trust Keras.
             specs_a = [in_layout_of(sb, sa) for sa, sb in zip(specs_a, specs_b)]
         for i, (sa, sb) in enumerate(zip(specs_a, specs_b)):
