@@ -5,7 +5,9 @@ A child process builds the target (a PyTorch MLP whose parameters already take ~
 model must hold its own weights), records its resident memory, then transplants a ~1 GB
 safetensors file (Keras convention, so every tensor is converted: transposed) into it while a
 thread samples RSS every 2 ms. Reported: the extra memory at the peak, and its ratio to the
-checkpoint size and to the largest tensor.
+checkpoint size and to the largest tensor. The same is measured, in its own child process,
+for the obvious hand-written script: ``safetensors.numpy.load_file``, transpose every kernel,
+``load_state_dict``.
 
 Run: ``python bench/bench_transplant_memory.py [--gb 1.0]`` (prints one line of JSON).
 """
@@ -49,7 +51,21 @@ def make_checkpoint(path: Path, gb: float) -> tuple[int, int]:
     return path.stat().st_size, largest
 
 
-def child(path: str, gb: float) -> None:
+def by_hand(path: str, model: object) -> int:
+    """What people write without weightgraft: load everything, transpose, load_state_dict."""
+    import torch
+    from safetensors.numpy import load_file
+
+    arrays = load_file(path)
+    state = {}
+    for i in range(len(model)):  # type: ignore[arg-type]
+        state[f"{i}.weight"] = torch.from_numpy(arrays[f"dense_{i}/kernel"].T.copy())
+        state[f"{i}.bias"] = torch.from_numpy(arrays[f"dense_{i}/bias"])
+    model.load_state_dict(state)  # type: ignore[attr-defined]
+    return len(state)
+
+
+def child(path: str, gb: float, way: str) -> None:
     import torch
 
     import weightgraft as wg
@@ -73,38 +89,50 @@ def child(path: str, gb: float) -> None:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     start = time.perf_counter()
-    report = wg.transplant(path, target)
+    if way == "weightgraft":
+        converted = wg.transplant(path, target).totals["converted"]
+    else:
+        converted = by_hand(path, model)
     seconds = time.perf_counter() - start
     done.set()
     thread.join()
     peak[0] = max(peak[0], _rss())
     print(json.dumps({"baseline": baseline, "peak": peak[0], "seconds": seconds,
-                      "converted": report.totals["converted"]}))
+                      "converted": converted}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--child", default=None)
+    parser.add_argument("--way", choices=("weightgraft", "by-hand"), default="weightgraft")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.gb)
+        child(args.child, args.gb, args.way)
         return
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.safetensors"
         size, largest = make_checkpoint(path, args.gb)
-        out = subprocess.run([sys.executable, __file__, "--child", str(path), "--gb", str(args.gb)],
-                             capture_output=True, text=True, check=False,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if out.returncode != 0:
-            raise SystemExit(out.stderr)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-    extra = result["peak"] - result["baseline"]
+        for way in ("weightgraft", "by-hand"):
+            out = subprocess.run([sys.executable, __file__, "--child", str(path), "--gb",
+                                  str(args.gb), "--way", way],
+                                 capture_output=True, text=True, check=False,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if out.returncode != 0:
+                raise SystemExit(out.stderr)
+            results[way] = json.loads(out.stdout.strip().splitlines()[-1])
+    mine, hand = results["weightgraft"], results["by-hand"]
+    extra = mine["peak"] - mine["baseline"]
+    extra_hand = hand["peak"] - hand["baseline"]
     print(json.dumps({
         "benchmark": "transplant_memory", "checkpoint_bytes": size, "largest_tensor_bytes": largest,
         "extra_peak_bytes": extra, "extra_vs_checkpoint": round(extra / size, 3),
-        "extra_vs_largest_tensor": round(extra / largest, 2), "seconds": round(result["seconds"], 2),
-        "tensors_converted": result["converted"],
+        "extra_vs_largest_tensor": round(extra / largest, 2), "seconds": round(mine["seconds"], 2),
+        "tensors_converted": mine["converted"],
+        "by_hand_extra_peak_bytes": extra_hand, "by_hand_seconds": round(hand["seconds"], 2),
+        "by_hand_vs_weightgraft_memory": round(extra_hand / max(extra, 1), 1),
+        "weightgraft_vs_by_hand_time": round(mine["seconds"] / max(hand["seconds"], 1e-9), 2),
     }))
 
 
