@@ -113,3 +113,45 @@ def test_keras_file_round_trip_and_safe_mode(tmp_path):
 def test_torchvision_factory():  # pragma: no cover - torchvision absent in the dev venv
     model = load_model("torchvision.models:resnet18", {"weights": None, "num_classes": 3})
     assert model.fc.out_features == 3
+
+
+# -- Keras backend choice ------------------------------------------------------------------------
+BUILD_WITH_KERAS = '''
+import keras
+
+
+def build():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+'''
+
+
+@pytest.mark.keras
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
+                    reason="tensorflow is installed, so a keras.json naming it is satisfiable")
+def test_a_keras_json_naming_a_missing_backend_falls_back_to_an_installed_one(tmp_path):
+    """Keras writes backend 'tensorflow' into ~/.keras/keras.json on first run; without
+    TensorFlow, `graft` must still build Keras models (factory files that import keras
+    themselves included), and an explicit KERAS_BACKEND naming it gets a clear error."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "keras_home"
+    home.mkdir()
+    (home / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    (tmp_path / "net.py").write_text(BUILD_WITH_KERAS)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(KERAS_HOME=str(home), COLUMNS="200")
+    graft = [sys.executable, "-m", "weightgraft.cli", "inspect"]
+    ok = subprocess.run([*graft, f"{tmp_path / 'net.py'}:build"], env=env, capture_output=True,
+                        text=True, timeout=300, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "Total params" in ok.stdout and "10" in ok.stdout
+
+    env["KERAS_BACKEND"] = "tensorflow"
+    refused = subprocess.run([*graft, f"{tmp_path / 'net.py'}:build"], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2, refused.stderr
+    words = " ".join((refused.stdout + refused.stderr).split())
+    assert "importing it failed" in words or "cannot start" in words

@@ -121,10 +121,11 @@ def _load_keras_file(path: str) -> Any:
 
 
 def _import_module(name: str, spec: str) -> Any:
-    if name.split(".")[0] == "keras":
-        from .frameworks import import_keras
+    from .frameworks import choose_keras_backend, import_keras
 
+    if name.split(".")[0] == "keras":
         import_keras(f"building {spec}")
+    choose_keras_backend()  # the module may import keras itself
     try:
         return importlib.import_module(name)
     except ImportError as exc:
@@ -145,6 +146,9 @@ def _import_file(path: str) -> Any:
     if loader_spec is None or loader_spec.loader is None:  # pragma: no cover - .py always loads
         raise ModelSpecError(f"{path}: cannot be imported", expected="a Python source file")
     module = importlib.util.module_from_spec(loader_spec)
+    from .frameworks import choose_keras_backend
+
+    choose_keras_backend()  # the file may import keras: give it an installed backend
     sys.modules[name] = module  # dataclasses and pickling look modules up here
     try:
         loader_spec.loader.exec_module(module)
