@@ -130,6 +130,29 @@ def test_inspect_a_model_factory_file(tmp_path) -> None:
     assert data["model"]["layer_objects"] >= 2
 
 
+@pytest.mark.torch
+def test_inspect_input_shape_for_a_model_no_probe_guess_fits(tmp_path) -> None:
+    """The probe error tells users to pass --input-shape; inspect must then accept it."""
+    torch = pytest.importorskip("torch")
+    (tmp_path / "net.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.MaxPool2d(2),\n"
+        "                               torch.nn.Flatten(), torch.nn.Linear(16, 3))\n"
+    )
+    spec = f"{tmp_path / 'net.py'}:build"
+    guessed = CliRunner().invoke(cli, ["inspect", spec])
+    assert guessed.exit_code == 2 and "--input-shape" in " ".join(guessed.output.split())
+    result = _run("inspect", spec, "--input-shape", "2,6,6", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    own = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Linear(16, 3))
+    assert data["totals"]["total"] == sum(p.numel() for p in own.parameters()) == 2 * 4 * 9 + 4 + 51
+    assert data["model"]["weighted_depth"] == 2
+    refused = CliRunner().invoke(cli, ["inspect", spec, "--input-shape", "2,x"])
+    assert refused.exit_code == 2 and "not a shape" in refused.output
+
+
 # -- the real-world corpus ---------------------------------------------------------------
 
 @pytest.mark.corpus

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .common import console, handle_errors, json_option
+from .common import console, handle_errors, json_option, shape_option
 
 if TYPE_CHECKING:
     from ..inspection import Inspection
@@ -22,11 +22,15 @@ def _looks_like_spec(target: str) -> bool:
 
 
 def _inspect_model(target: str, args: tuple[str, ...], weights: str | None,
-                   pattern: str | None) -> Inspection:
+                   pattern: str | None, input_shape: tuple[int, ...] | None = None
+                   ) -> Inspection:
     from .. import inspection
     from ..modelspec import load_model, parse_args
+    from ..modelview import view
 
     model = load_model(target, parse_args(list(args)) if args else None)
+    if input_shape is not None:
+        model = view(model, input_shape=input_shape)
     if weights is None:
         return inspection.inspect(model, filter=pattern)
     from ..transplant import transplant
@@ -45,24 +49,26 @@ def _with_note(ins: Inspection, note: str) -> Inspection:
 
 
 def run_inspect(target: str, *, pattern: str | None = None, args: tuple[str, ...] = (),
-                weights: str | None = None, as_file: bool = False) -> Inspection:
+                weights: str | None = None, as_file: bool = False,
+                input_shape: tuple[int, ...] | None = None) -> Inspection:
     """Inspect a file (read lazily) or a model spec (built, then viewed): the command's core."""
     from .. import inspection
     from ..errors import ModelSpecError
 
     path = Path(target)
     if path.is_file() and (as_file or path.suffix != ".keras"):
-        if args or weights:
+        if args or weights or input_shape:
             raise ModelSpecError(
-                f"--arg and --weights apply to models, and {target} is a checkpoint file",
-                fix="drop --arg/--weights, or name a model spec such as pkg.module:factory",
+                f"--arg, --weights and --input-shape apply to models, and {target} is a "
+                "checkpoint file",
+                fix="drop them, or name a model spec such as pkg.module:factory",
             )
         return inspection.inspect(path, filter=pattern)
     if path.is_file():  # a .keras file: a live model shows output shapes and depth too
         try:
-            return _inspect_model(target, args, weights, pattern)
+            return _inspect_model(target, args, weights, pattern, input_shape)
         except (ModelSpecError, ImportError) as exc:
-            if args or weights:
+            if args or weights or input_shape:
                 raise
             ins = inspection.inspect(path, filter=pattern)
             reason = " ".join(str(getattr(exc, "problem", None) or exc).split())
@@ -70,8 +76,8 @@ def run_inspect(target: str, *, pattern: str | None = None, args: tuple[str, ...
             return _with_note(ins, f"could not build the model ({reason}); "
                                    "showing the file's stored weights instead")
     if _looks_like_spec(target):
-        return _inspect_model(target, args, weights, pattern)
-    if args or weights:
+        return _inspect_model(target, args, weights, pattern, input_shape)
+    if args or weights or input_shape:
         raise ModelSpecError(f"{target!r} is neither a file nor a model spec",
                              expected="a .keras file, pkg.module:factory or path/file.py:factory")
     return inspection.inspect(path, filter=pattern)  # the reader says what is wrong with it
@@ -88,10 +94,13 @@ def run_inspect(target: str, *, pattern: str | None = None, args: tuple[str, ...
               help="Weights to load into the model before inspecting it.")
 @click.option("--as-file", is_flag=True,
               help="Read a .keras file as stored weights instead of building the model.")
+@shape_option("--input-shape", "The model's input shape without the batch, in its own layout "
+              "(e.g. 3,224,224), for a model whose first layer does not tell it.")
 @json_option
 @handle_errors
 def inspect(target: str, tensors: bool, pattern: str | None, args: tuple[str, ...],
-            weights: str | None, as_file: bool, as_json: bool) -> None:
+            weights: str | None, as_file: bool, input_shape: tuple[int, ...] | None,
+            as_json: bool) -> None:
     """Show what is in a checkpoint file or a model, without loading tensor data.
 
     PATH is any supported checkpoint (.h5, .keras, .weights.h5, .pt/.pth/.bin,
@@ -103,10 +112,12 @@ def inspect(target: str, tensors: bool, pattern: str | None, args: tuple[str, ..
       graft inspect mnist_cnn_th_keras_1_weights.h5
       graft inspect tiny.pth --tensors --filter 'conv1*'
       graft inspect keras.applications:ResNet50 --arg weights=None --json
+      graft inspect nets.py:build --input-shape 3,32,32
     """
     from ..report.inspect_view import render, to_json
 
-    ins = run_inspect(target, pattern=pattern, args=args, weights=weights, as_file=as_file)
+    ins = run_inspect(target, pattern=pattern, args=args, weights=weights, as_file=as_file,
+                      input_shape=input_shape)
     if as_json:
         # to_json already gives plain types; skip the generic converter. Indented JSON goes
         # through Python's slow encoder: big checkpoints get compact JSON (same content).

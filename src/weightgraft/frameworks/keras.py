@@ -117,7 +117,7 @@ class KerasModelView(ModelView):
             f"cannot tell the input shape of Keras model {self.model.name!r}",
             expected="a functional/Sequential model with an Input, or a built model",
             fix="pass input_shape=(...) without the batch dimension, e.g. "
-                "KerasModelView(model, input_shape=(32, 32, 3))",
+                "weightgraft.view(model, input_shape=(32, 32, 3)) (CLI: --input-shape 32,32,3)",
         )
 
     @property
