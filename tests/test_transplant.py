@@ -414,3 +414,51 @@ def test_progress_is_reported_in_bytes_up_to_the_total(rng: np.random.Generator)
     assert calls[0] == (0, total) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 5
     assert torch.equal(target[2].weight, source[2].weight)
+
+
+# -- GRU reset_after=False: no PyTorch equivalent, said in words ------------------------------
+
+class TorchGRU(nn.Module):
+    def __init__(self, bias: bool = True) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0]
+
+
+def keras_gru(reset_after: bool, bias: bool = True) -> keras.Model:
+    inp = keras.Input((5, 3))
+    return keras.Model(inp, keras.layers.GRU(4, reset_after=reset_after, use_bias=bias,
+                                             return_sequences=True, name="gru")(inp))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_keras_reset_before_gru_is_refused_with_the_reason_not_a_bare_no_source(bias) -> None:
+    """Found by audit: a live Keras GRU(reset_after=False) was refused only with 'no source',
+    never saying why the obvious pair was not taken."""
+    from weightgraft.errors import PlanError
+
+    target = TorchGRU(bias)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(PlanError) as info:
+        wg.transplant(keras_gru(reset_after=False, bias=bias), target)
+    words = " ".join(str(info.value).split())
+    assert "not paired: gru <- gru" in words and "reset_after=False" in words
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+def test_a_weights_only_gru_without_bias_says_what_it_assumed(tmp_path) -> None:
+    """Without a bias both reset_after variants store the same shapes and a .weights.h5
+    has no config: the plan must say it assumed reset_after=True, and that is right for
+    Keras 3's default (checked by running both frameworks)."""
+    source = keras_gru(reset_after=True, bias=False)
+    path = tmp_path / "gru.weights.h5"
+    source.save_weights(str(path))
+    target = TorchGRU(bias=False)
+    report = wg.transplant(str(path), target)
+    assert any("assumed reset_after=True" in n for n in report.plan.notes)
+    x = np.random.default_rng(3).standard_normal((2, 5, 3)).astype("float32")
+    want = keras.ops.convert_to_numpy(source(x))
+    got = target(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -172,7 +172,11 @@ def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[st
         if plan.ambiguous:
             amb = "; ambiguous: " + "; ".join(f"{a.subject} <- one of {list(a.candidates)}"
                                               for a in plan.ambiguous[:5])
-        raise PlanError("transplant is incomplete: " + "; ".join(problems) + amb,
+        why = ""
+        if plan.unpaired:
+            why = "; not paired: " + "; ".join(plan.unpaired[:3]) + (
+                f" (+{len(plan.unpaired) - 3} more)" if len(plan.unpaired) > 3 else "")
+        raise PlanError("transplant is incomplete: " + "; ".join(problems) + amb + why,
                         path=info.path,
                         fix="add --rename rules or edit a saved plan (--save-plan) for wrongly "
                             "unmatched tensors, or allow them with the options named")

@@ -33,7 +33,7 @@ from ..modelview import ModelView, view
 from .align import align
 from .groups import LayerGroup, merge_separable, normalise_name, source_groups, target_groups
 from .plan import Ambiguity, Assignment, Plan
-from .rules import RenameRules, SkipRules, build_assignment
+from .rules import RenameRules, SkipRules, build_assignment, pairing_problem
 
 __all__ = ["Ambiguity", "Assignment", "Plan", "match", "resolve_source", "SourceInfo"]
 
@@ -214,6 +214,17 @@ def _match(info: SourceInfo, tview: ModelView, rename: RenameRules, skip: SkipRu
                                        f"{len(cands)} source and {t_sig[sig]} target layers "
                                        "share this kind and shape"))
 
+    # Layers of one kind left open on both sides: say why they did not pair, in order.
+    unpaired: list[str] = []
+    left_src: dict[Kind, list[LayerGroup]] = {}
+    for g in sorted(open_src.values(), key=lambda g: g.order):
+        left_src.setdefault(g.kind, []).append(g)
+    for t in sorted(open_tgt.values(), key=lambda g: g.order):
+        same = left_src.get(t.kind)
+        if same and t.name not in unsure_targets and len(unpaired) < 20:
+            s = same.pop(0)
+            unpaired.append(f"{t.name} <- {s.name}: {pairing_problem(s, t, info)}")
+
     used_src = {k for a in assignments for k in a.source_keys}
     unused = [k for g in src for k in g.keys if k not in used_src]
     ignored += [k for g in src for k in g.optional if k not in used_src]
@@ -226,7 +237,7 @@ def _match(info: SourceInfo, tview: ModelView, rename: RenameRules, skip: SkipRu
                 unmatched_targets=tuple(unmatched), unused_sources=tuple(unused),
                 ambiguous=tuple(ambiguous), notes=tuple(dict.fromkeys(notes)),
                 initial_targets=tuple(initial), ignored_sources=tuple(ignored),
-                source=info.path, source_convention=conv.value,
+                unpaired=tuple(unpaired), source=info.path, source_convention=conv.value,
                 target_framework=tview.framework)
 
 

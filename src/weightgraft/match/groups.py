@@ -85,7 +85,7 @@ class LayerGroup:
         return self._signature
 
 
-def _role_of(key_role: str) -> Role:
+def base_role(key_role: str) -> Role:
     return Role(key_role.split(":", 1)[0])
 
 
@@ -103,7 +103,7 @@ def canonical_shape(kind: Kind, role: str, convention: Convention,
     from ..errors import LayoutError, ShapeMismatchError
 
     try:
-        transform = cached_transform(kind, _role_of(role), convention, Convention.KERAS, context)
+        transform = cached_transform(kind, base_role(role), convention, Convention.KERAS, context)
     except (LayoutError, ValueError):
         return None
     try:

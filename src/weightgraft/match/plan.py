@@ -114,7 +114,9 @@ class Plan:
     ``unmatched_targets`` and ``unused_sources`` are tensor keys. ``initial_targets`` are
     target slots that are legitimately left at their initial value (``num_batches_tracked``
     counters, slots the user skipped); ``ignored_sources`` are source tensors that are not
-    model weights (optimizer state) or that the user skipped.
+    model weights (optimizer state) or that the user skipped. ``unpaired`` says, for layers
+    of one kind left open on both sides, why they could not be paired (shapes that differ,
+    a layout with no exact conversion).
     """
 
     assignments: tuple[Assignment, ...] = ()
@@ -124,13 +126,14 @@ class Plan:
     notes: tuple[str, ...] = ()
     initial_targets: tuple[str, ...] = ()
     ignored_sources: tuple[str, ...] = ()
+    unpaired: tuple[str, ...] = ()
     source: str | None = None
     source_convention: str = "unknown"
     target_framework: str = ""
 
     def __post_init__(self) -> None:
         for name in ("assignments", "unmatched_targets", "unused_sources", "ambiguous", "notes",
-                     "initial_targets", "ignored_sources"):
+                     "initial_targets", "ignored_sources", "unpaired"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     # -- queries ---------------------------------------------------------------------
@@ -161,6 +164,7 @@ class Plan:
             "initial_targets": list(self.initial_targets),
             "ignored_sources": list(self.ignored_sources),
             "ambiguous": [a.to_dict() for a in self.ambiguous],
+            "unpaired": list(self.unpaired),
             "notes": list(self.notes),
         }
 
@@ -188,6 +192,7 @@ class Plan:
                 ambiguous=tuple(Ambiguity(**{**a, "candidates": tuple(a["candidates"])})
                                 for a in data.get("ambiguous", [])),
                 notes=tuple(data.get("notes", [])),
+                unpaired=tuple(data.get("unpaired", [])),
                 source=data.get("source"),
                 source_convention=data.get("source_convention", "unknown"),
                 target_framework=data.get("target_framework", ""),

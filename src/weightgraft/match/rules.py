@@ -23,7 +23,14 @@ import numpy as np
 
 from ..checkpoint import Convention, Kind, Role
 from ..errors import LayoutError, PlanError, ShapeMismatchError
-from .groups import LAYER_KINDS, LayerGroup, cached_transform, depth_multiplier, layer_context
+from .groups import (
+    LAYER_KINDS,
+    LayerGroup,
+    base_role,
+    cached_transform,
+    depth_multiplier,
+    layer_context,
+)
 from .plan import Assignment
 
 if TYPE_CHECKING:
@@ -157,6 +164,15 @@ def assignment_context(s: LayerGroup, t: LayerGroup, info: SourceInfo) -> tuple[
                 note = (f"Dense after Flatten: rows reordered from the source's {src_order} "
                         f"flatten order ({conv.value} default) to the target's {dst_order}")
         ctx["flatten"] = {"feature_shape": shape, "src_order": src_order, "dst_order": dst_order}
+    if (t.kind is Kind.GRU and "reset_after" not in layer_context(s.config)
+            and (s.convention is Convention.TORCH) != (t.convention is Convention.TORCH)
+            and not any(base_role(r) in (Role.BIAS, Role.RECURRENT_BIAS)
+                        for r in (*s.roles, *t.roles))):
+        # Without a bias, reset_after=True and =False store the same shapes; a weights-only
+        # file does not say which the Keras side was built with.
+        note = ("GRU without bias and no recorded reset_after: assumed reset_after=True "
+                "(Keras 3's default); a Keras GRU(reset_after=False) has no PyTorch "
+                "equivalent, so check with graft verify against the Keras model")
     return ctx, note
 
 
@@ -188,6 +204,24 @@ def build_assignment(s: LayerGroup, t: LayerGroup, tier: str, confidence: float,
                       target_keys=tuple(t_keys), target_roles=tuple(t_roles),
                       src_convention=src_conv.value, dst_convention=dst_conv.value,
                       context=ctx, steps=tuple(steps), note=note)
+
+
+def pairing_problem(s: LayerGroup, t: LayerGroup, info: SourceInfo) -> str:
+    """Why source layer ``s`` cannot fill target layer ``t``, in words (for layers of one
+    kind that every tier left open: the user then knows whether a rename would help)."""
+    ctx, _ = assignment_context(s, t, info)
+    src_conv = t.convention if s.convention is Convention.UNKNOWN else s.convention
+    try:
+        describe_steps(s.kind, list(s.roles), s.shapes, list(t.roles), src_conv, t.convention,
+                       ctx)
+    except (LayoutError, ShapeMismatchError, ValueError) as exc:
+        return " ".join(str(getattr(exc, "problem", None) or exc).split())
+
+    def shapes(g: LayerGroup) -> str:
+        return ", ".join(f"{r} {'x'.join(map(str, sh)) or 'scalar'}"
+                         for r, sh in zip(g.roles, g.shapes))
+    return (f"shapes differ: source {shapes(s)} ({s.convention.value}) versus target "
+            f"{shapes(t)} ({t.convention.value})")
 
 
 def per_tensor(kind: Kind, s_roles: list[str], t_roles: list[str]) -> bool:

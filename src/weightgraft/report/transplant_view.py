@@ -53,6 +53,7 @@ def plan_problems(plan: Plan) -> list[str]:
     for amb in plan.ambiguous:
         lines.append(f"ambiguous ({amb.tier}): {amb.subject} <- one of "
                      f"{', '.join(amb.candidates)}: {amb.reason}")
+    lines += [f"not paired: {u}" for u in plan.unpaired]
     lines += [f"note: {n}" for n in plan.notes]
     return lines
 
