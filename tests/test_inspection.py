@@ -164,6 +164,12 @@ def test_torch_model_totals_match_torch_and_tied_weights_count_once() -> None:
     assert ins.totals.total == own_params + buffers
     assert ins.totals.buffers == buffers
     assert ins.model is not None and ins.model.layer_objects >= 3
+    # the tie is visible where the second name is used, not only in the totals
+    (head,) = [layer for layer in ins.layers if layer.name == "head"]
+    assert [(t.key, t.shared, t.aliases) for t in head.tensors] == [
+        ("head.weight", True, ("embed.weight",))]
+    assert head.params == 0 and head.formula == "tied 50x8 = 400"
+    assert ins.totals.shared_tensors == 1
     # inspection leaves the model as it found it
     assert model.training
     after = model.state_dict()

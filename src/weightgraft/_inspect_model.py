@@ -6,6 +6,7 @@ Kept apart from ``weightgraft.inspection`` (results and checkpoint files), which
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
@@ -42,27 +43,47 @@ def inspect_view(mv: ModelView, pattern: str | None = None) -> Inspection:
     layers = []
     seen_slots: set[str] = set()
 
-    def info(key: str) -> TensorInfo:
+    def describe(key: str) -> TensorInfo:
         s = slots[key]
-        shared = key in counted
-        counted.add(key)
-        counted.update(s.aliases)
-        seen_slots.add(key)
         return TensorInfo(
             key=s.key, layer=s.layer, kind=str(s.kind), role=str(s.role), shape=s.shape,
             dtype=s.dtype, params=_prod(s.shape), nbytes=_prod(s.shape) * _itemsize(s.dtype),
             trainable=False if s.buffer else s.trainable, convention=str(s.convention),
-            buffer=s.buffer, shared=shared, aliases=s.aliases,
+            buffer=s.buffer, aliases=s.aliases,
         )
 
+    def info(key: str) -> TensorInfo:
+        shared = key in counted
+        counted.add(key)
+        counted.update(slots[key].aliases)
+        seen_slots.add(key)
+        return dataclasses.replace(describe(key), shared=shared)
+
+    def alias(key: str, main: str, layer: str) -> TensorInfo:
+        # A tied tensor under its second name: shown where it is used, counted once.
+        return dataclasses.replace(describe(main), key=key, layer=layer, shared=True,
+                                   aliases=(main,))
+
+    # Tied tensors (one Parameter under two names) belong to the layer of each name.
+    paths = sorted((lv.path for lv in mv.layers if lv.path), key=len, reverse=True)
+    aliases: dict[str, list[tuple[str, str]]] = {}
+    for key, s in slots.items():
+        for name in s.aliases:
+            owner = next((p for p in paths if name.startswith(p + ".")), "")
+            aliases.setdefault(owner, []).append((name, key))
+
     for lv in mv.layers:
-        keep = _matches(pattern, lv.path) or any(_matches(pattern, k) for k in lv.slots)
+        tied = [(a, m) for a, m in aliases.get(lv.path, ())
+                if _matches(pattern, lv.path) or _matches(pattern, a)]
+        keep = (_matches(pattern, lv.path) or any(_matches(pattern, k) for k in lv.slots)
+                or bool(tied))
         if not keep:
             continue
         keys = [k for k in lv.slots if k in slots
                 and (_matches(pattern, lv.path) or _matches(pattern, k))]
         layers.append(_layer_summary(
-            lv.path, str(lv.kind), lv.class_name, [info(k) for k in keys],
+            lv.path, str(lv.kind), lv.class_name,
+            [info(k) for k in keys] + [alias(a, m, lv.path) for a, m in tied],
             output_shapes=tuple(lv.output_shapes), shared=lv.shared, calls=lv.calls,
         ))
     # Weights of layers the probe pass never reached still belong in the account.

@@ -265,9 +265,13 @@ def _layer_summary(name: str, kind: str, class_name: str, tensors: Sequence[Tens
             frozen += t.params
         elif t.trainable is True:
             trainable += t.params
+    own = formula([t.shape for t in tensors if not t.shared])
+    tied = [t.shape for t in tensors if t.shared]
+    if tied:  # counted where first seen; shown here so the layer's shapes still add up
+        own = ("" if own == "0" else own + "; ") + "tied " + formula(tied)
     return LayerSummary(
         name=name, kind=kind, class_name=class_name, tensors=tuple(tensors), params=params,
-        formula=formula([t.shape for t in tensors]), trainable_params=trainable,
+        formula=own, trainable_params=trainable,
         non_trainable_params=frozen, **extra,
     )
 

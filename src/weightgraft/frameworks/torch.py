@@ -382,8 +382,10 @@ class TorchModelView(ModelView):
             layers.append(LayerView(
                 path=path, class_name=type(module).__name__, kind=kind, config=config,
                 slots=tuple(keys),
-                input_shapes=tuple(_shape(t) for t in call.inputs) if call else (),
-                output_shapes=tuple(_shape(t) for t in call.outputs) if call else (),
+                input_shapes=tuple(_shape(t, _batch_axis(module, i, False))
+                                   for i, t in enumerate(call.inputs)) if call else (),
+                output_shapes=tuple(_shape(t, _batch_axis(module, i, True))
+                                    for i, t in enumerate(call.outputs)) if call else (),
                 calls=count.get(path, 0),
                 inbound=tuple(sorted(inbound.get(path, ()), key=order.index)),
             ))
@@ -485,9 +487,30 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _shape(tensor: Any) -> tuple[int | None, ...]:
-    shape = tuple(int(d) for d in tensor.shape)
-    return (None, *shape[1:]) if shape else shape
+def _shape(tensor: Any, batch_axis: int = 0) -> tuple[int | None, ...]:
+    """The tensor's shape with its batch axis shown as None (the probe's batch is no fact
+    about the model)."""
+    shape: list[int | None] = [int(d) for d in tensor.shape]
+    if 0 <= batch_axis < len(shape):
+        shape[batch_axis] = None
+    return tuple(shape)
+
+
+def _batch_axis(module: Any, position: int, output: bool) -> int:
+    """Where the batch sits in a module's ``position``-th input or output tensor.
+
+    Recurrent layers and attention put it second unless ``batch_first``; an RNN's hidden
+    states (h_n, c_n: (layers * directions, N, H)) always have it second.
+    """
+    import torch
+
+    if isinstance(module, torch.nn.RNNBase):
+        if position > 0:  # h_0 / c_0 in, h_n / c_n out
+            return 1
+        return 0 if module.batch_first else 1
+    if isinstance(module, torch.nn.MultiheadAttention) and not (output and position > 0):
+        return 0 if module.batch_first else 1
+    return 0
 
 
 def _as_list(inputs: Any) -> list[Any]:

@@ -21,6 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.console import Console
 
     from ..inspection import Inspection, LayerSummary, TensorInfo
@@ -97,10 +99,26 @@ def _role(t: TensorInfo) -> str:
     return t.role if t.part is None else f"{t.role}:{t.part}"
 
 
+def _labels(layer: LayerSummary) -> list[str]:
+    """Each tensor's row label: its role, and its own name where a role repeats (a 2-layer
+    LSTM holds two kernels: say which is which)."""
+    roles = [_role(t) for t in layer.tensors]
+    return [r if roles.count(r) == 1 else f"{r} ({_leaf(t.key, layer.name)})"
+            for r, t in zip(roles, layer.tensors)]
+
+
+def _leaf(key: str, layer: str) -> str:
+    """The key without its layer's prefix: ``weight_ih_l1`` of ``lstm.weight_ih_l1``."""
+    for sep in (".", "/"):
+        if layer and key.startswith(layer + sep):
+            return key[len(layer) + 1:]
+    return key
+
+
 def _state(t: TensorInfo) -> str:
     marks = ["buffer" if t.buffer else "frozen" if t.trainable is False else ""]
     if t.shared:
-        marks.append("[magenta]tied[/]")
+        marks.append(f"[magenta]tied to {t.aliases[0]}[/]" if t.aliases else "[magenta]tied[/]")
     return " ".join(m for m in marks if m)
 
 
@@ -113,7 +131,8 @@ def _column_widths(ins: Inspection, width: int) -> list[int]:
     layers = ins.layers
     tensors = [t for layer in layers for t in layer.tensors]
     want = [
-        longest([layer.name for layer in layers] + ["  " + _role(t) for t in tensors]
+        longest([layer.name for layer in layers]
+                + ["  " + label for layer in layers for label in _labels(layer)]
                 + ["Layer / tensor"], 28),
         longest([layer.class_name or layer.kind for layer in layers]
                 + [_shape(t.shape) for t in tensors] + ["Kind / shape"], 24),
@@ -151,9 +170,9 @@ def _layer_table(ins: Inspection, width: int = 80) -> Table:
         kind = Text(layer.class_name or layer.kind)
         output = "\n".join(_shape(s) for s in layer.output_shapes) if is_model else ""
         table.add_row(name, kind, output, layer.formula if layer.tensors else "0")
-        for t in layer.tensors:
+        for t, label in zip(layer.tensors, _labels(layer)):
             state = _state(t)
-            table.add_row(Text("  " + _role(t), style="cyan"), _shape(t.shape),
+            table.add_row(Text("  " + label, style="cyan"), _shape(t.shape),
                           Text.from_markup(f"[dim]{t.dtype}[/]" + (f" {state}" if state else "")),
                           "")
     return table
