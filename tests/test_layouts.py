@@ -184,6 +184,19 @@ CASES = [
          context={"num_heads": 2},
          keras_call=lambda layer, xs: layer(xs[0], xs[2], key=xs[1]),
          torch_call=lambda m, xs: m(*xs, need_weights=False)),
+    # Keys and values narrower than the queries: PyTorch keeps q/k/v_proj_weight apart.
+    Case("multi_head_attention_kdim_vdim", "multi_head_attention",
+         lambda: L.MultiHeadAttention(num_heads=2, key_dim=4),
+         lambda: nn.MultiheadAttention(8, 2, kdim=6, vdim=5, batch_first=True),
+         {"q_proj_weight": "query_kernel", "k_proj_weight": "key_kernel",
+          "v_proj_weight": "value_kernel", "in_proj_bias": "in_proj_bias",
+          "out_proj.weight": "output_kernel", "out_proj.bias": "output_bias"},
+         lambda rng: (rng.normal(size=(2, 5, 8)).astype("float32"),
+                      rng.normal(size=(2, 6, 6)).astype("float32"),
+                      rng.normal(size=(2, 6, 5)).astype("float32")),
+         context={"num_heads": 2, "separate_qkv": True},
+         keras_call=lambda layer, xs: layer(xs[0], xs[2], key=xs[1]),
+         torch_call=lambda m, xs: m(*xs, need_weights=False)),
 ]
 
 

@@ -150,6 +150,35 @@ def test_recurrent_and_attention_modules_are_single_layers():
     assert mv.layers[1].inbound == ("lstm",)
 
 
+def test_rnn_hidden_state_shapes_keep_their_layer_axis_and_hide_the_batch():
+    """Found by audit: h_n (layers*directions, N, H) was shown as (?, N, H), the probe's
+    batch size leaking in where the layer axis belongs."""
+    class Seq(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = nn.GRU(3, 5, batch_first=True)
+            self.lstm = nn.LSTM(5, 4, num_layers=2, bidirectional=True)  # batch second
+            self.attn = nn.MultiheadAttention(8, 2)  # batch second too
+
+        def forward(self, x):
+            y, _ = self.gru(x)
+            y, _ = self.lstm(y.transpose(0, 1))
+            return self.attn(y, y, y)[0]
+
+    x = np.random.default_rng(0).standard_normal((3, 7, 3)).astype("float32")
+    model = Seq()
+    with torch.no_grad():
+        y, h = model.gru(torch.from_numpy(x))
+        z, (hl, cl) = model.lstm(y.transpose(0, 1))
+    mv = view(model, inputs=[x])
+    shapes = {lv.path: lv.output_shapes for lv in mv.layers}
+    assert y.shape == (3, 7, 5) and h.shape == (1, 3, 5)  # torch's own, batch 3
+    assert shapes["gru"] == ((None, 7, 5), (1, None, 5))
+    assert z.shape == (7, 3, 8) and hl.shape == cl.shape == (4, 3, 4)
+    assert shapes["lstm"] == ((7, None, 8), (4, None, 4), (4, None, 4))
+    assert shapes["attn"][0] == (7, None, 8)
+
+
 # -- the model is never changed ---------------------------------------------------------------------
 
 

@@ -462,3 +462,44 @@ def test_a_weights_only_gru_without_bias_says_what_it_assumed(tmp_path) -> None:
     want = keras.ops.convert_to_numpy(source(x))
     got = target(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# -- attention across frameworks ---------------------------------------------------------------
+
+class TorchAttention(nn.Module):
+    def __init__(self, kdim: int | None = None) -> None:
+        super().__init__()
+        self.att = nn.MultiheadAttention(8, 2, kdim=kdim, vdim=kdim, batch_first=True)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return self.att(q, kv, kv, need_weights=False)[0]
+
+
+@pytest.mark.parametrize("kv_width", [8, 6], ids=["packed_in_proj", "kdim_vdim"])
+@pytest.mark.parametrize("direction", ["keras_to_torch", "torch_to_keras"])
+def test_attention_transplants_both_ways_with_no_mapping(kv_width, direction) -> None:
+    """Found by audit: Keras MultiHeadAttention and PyTorch MultiheadAttention never paired
+    (their roles differ: per-projection kernels against one packed in_proj_weight), and
+    kdim/vdim attention crashed in numpy."""
+    rng = np.random.default_rng(7)
+    q_in, kv_in = keras.Input((5, 8)), keras.Input((6, kv_width))
+    kmodel = keras.Model([q_in, kv_in],
+                         keras.layers.MultiHeadAttention(2, 4, name="att")(q_in, kv_in))
+    tmodel = TorchAttention(None if kv_width == 8 else kv_width)
+    xs = [rng.standard_normal((2, 5, 8)).astype("float32"),
+          rng.standard_normal((2, 6, kv_width)).astype("float32")]
+    if direction == "keras_to_torch":
+        for v in kmodel.weights:
+            v.assign(rng.standard_normal(tuple(v.shape)).astype("float32"))
+        report = wg.transplant(kmodel, wg.view(tmodel, inputs=xs))
+    else:
+        with torch.no_grad():
+            for p in tmodel.parameters():
+                p.copy_(torch.from_numpy(rng.standard_normal(tuple(p.shape)).astype("float32")))
+        report = wg.transplant(wg.view(tmodel, inputs=xs), kmodel)
+    assert report.totals["unmatched"] == 0 and report.totals["unused_sources"] == 0
+    want = keras.ops.convert_to_numpy(kmodel(xs))
+    with torch.no_grad():
+        got = tmodel(*(torch.from_numpy(x) for x in xs)).numpy()
+    assert np.abs(want).max() > 1e-1  # not a comparison of zeros
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

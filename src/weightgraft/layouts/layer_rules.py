@@ -113,7 +113,8 @@ def roles_in(kind: Kind | str, convention: Convention | str,
              context: Context | None = None) -> tuple[str, ...]:
     """The roles (array keys) a layer of ``kind`` holds in ``convention``.
 
-    Context: ``use_bias`` (default True), ``per_gate`` (Keras 1 per-gate arrays).
+    Context: ``use_bias`` (default True), ``per_gate`` (Keras 1 per-gate arrays),
+    ``separate_qkv`` (PyTorch attention with kdim/vdim: q/k/v_proj_weight apart).
 
     Example:
         >>> roles_in("lstm", "torch")
@@ -149,8 +150,11 @@ def roles_in(kind: Kind | str, convention: Convention | str,
     if k is Kind.MULTI_HEAD_ATTENTION:
         out_roles = (Role.OUTPUT_KERNEL, *((Role.OUTPUT_BIAS,) if bias else ()))
         if c is T:
-            in_roles: tuple[Role, ...] = (Role.IN_PROJ_KERNEL,
-                                          *((Role.IN_PROJ_BIAS,) if bias else ()))
+            # PyTorch packs q, k, v kernels unless keys or values have their own width
+            # (kdim/vdim): then q_proj_weight, k_proj_weight, v_proj_weight.
+            kernels = (tuple(p[0] for p in _QKV) if ctx.get("separate_qkv")
+                       else (Role.IN_PROJ_KERNEL,))
+            in_roles: tuple[Role, ...] = (*kernels, *((Role.IN_PROJ_BIAS,) if bias else ()))
         else:
             in_roles = tuple(r for pair in _QKV for r in (pair if bias else pair[:1]))
         return tuple(r.value for r in (*in_roles, *out_roles))
@@ -288,9 +292,15 @@ def _from_canonical(kind: Kind, dst: Convention, canonical: dict[str, np.ndarray
     if kind is Kind.MULTI_HEAD_ATTENTION:
         for packed, index in ((Role.IN_PROJ_KERNEL, 0), (Role.IN_PROJ_BIAS, 1)):
             names = [pair[index].value for pair in _QKV]
-            if all(n in out for n in names):
-                out[packed.value] = np.concatenate([out.pop(n) for n in names], axis=0)
-                steps.append(f"pack query, key, value into {packed.value}")
+            if not all(n in out for n in names):
+                continue
+            if len({out[n].shape for n in names}) > 1:
+                # Keys or values of another width than the queries (PyTorch kdim/vdim):
+                # PyTorch then keeps q_proj_weight, k_proj_weight, v_proj_weight apart.
+                steps.append(f"keep {', '.join(names)} apart (widths differ: kdim/vdim)")
+                continue
+            out[packed.value] = np.concatenate([out.pop(n) for n in names], axis=0)
+            steps.append(f"pack query, key, value into {packed.value}")
     if kind is Kind.BATCH_NORM and Role.MOVING_MEAN.value in out:
         out[Role.NUM_BATCHES_TRACKED.value] = np.zeros((), dtype=np.int64)
         steps.append("num_batches_tracked = 0 (Keras keeps no batch count)")

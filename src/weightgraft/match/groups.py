@@ -161,6 +161,8 @@ def layer_shape_signature(group: LayerGroup) -> tuple[Any, ...]:
     """Canonical shapes by role; recurrent layers by (input size, units, has bias)."""
     if group.kind in GATES:
         return _recurrent_signature(group)
+    if group.kind is Kind.MULTI_HEAD_ATTENTION:
+        return _attention_signature(group)
     items = []
     conv = group.convention
     # Only Theano-era kernels and Keras 1 Conv1D depend on the layer's own config.
@@ -222,6 +224,30 @@ def _recurrent_signature(group: LayerGroup) -> tuple[Any, ...]:
             inputs, units = shape[0], shape[1] // gates
     has_bias = any(r.startswith(Role.BIAS.value) for r in group.roles)
     return ("recurrent", inputs, units, has_bias)
+
+
+def _attention_signature(group: LayerGroup) -> tuple[Any, ...]:
+    """(query, key, value widths, projected width, output width, has bias): the same for a
+    Keras MultiHeadAttention (per-projection (dim, heads, head_dim) kernels) and a PyTorch
+    MultiheadAttention (packed in_proj_weight, or q/k/v_proj_weight with kdim/vdim)."""
+    dims: dict[str, int] = {}
+    torch = group.convention is Convention.TORCH
+    for role, shape in zip(group.roles, group.shapes):
+        r = base_role(role)
+        if r is Role.IN_PROJ_KERNEL and len(shape) == 2:  # (3 * inner, E)
+            dims.update(query=shape[1], key=shape[1], value=shape[1], inner=shape[0] // 3)
+        elif r in (Role.QUERY_KERNEL, Role.KEY_KERNEL, Role.VALUE_KERNEL):
+            name = r.value.split("_")[0]
+            if torch and len(shape) == 2:  # (inner, dim)
+                dims[name], dims["inner"] = shape[1], shape[0]
+            elif len(shape) == 3:  # (dim, heads, head_dim)
+                dims[name], dims["inner"] = shape[0], shape[1] * shape[2]
+        elif r is Role.OUTPUT_KERNEL:
+            dims["out"] = shape[0] if torch and len(shape) == 2 else shape[-1]
+    has_bias = any(base_role(r) in (Role.IN_PROJ_BIAS, Role.QUERY_BIAS, Role.OUTPUT_BIAS)
+                   for r in group.roles)
+    return ("attention", *(dims.get(k) for k in ("query", "key", "value", "inner", "out")),
+            has_bias)
 
 
 def _layer_of(entry: TensorEntry) -> str:
