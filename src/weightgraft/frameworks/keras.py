@@ -159,14 +159,18 @@ class KerasModelView(ModelView):
         out = self.model(self._to_tensors(inputs), training=False)
         return [np.asarray(self.keras.ops.convert_to_numpy(t)) for t in self.keras.tree.flatten(out)]
 
-    def capture(self, inputs: Sequence[np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        """Every leaf layer's (first) output; later calls of a shared layer as ``path@1``..."""
+    def capture(self, inputs: Sequence[np.ndarray] | np.ndarray, *,
+                with_inputs: bool = False) -> dict[str, np.ndarray]:
+        """Every leaf layer's (first) output; later calls of a shared layer as ``path@1``...
+        ``with_inputs`` adds each layer's first input as ``path#input``."""
         probe = self._probe(inputs)
         out: dict[str, np.ndarray] = {}
         for call in probe.calls:
+            key = call.path if call.index == 0 else f"{call.path}@{call.index}"
             if call.outputs:
-                key = call.path if call.index == 0 else f"{call.path}@{call.index}"
                 out[key] = self._numpy(call.outputs[0])
+            if with_inputs and call.inputs:
+                out[f"{key}#input"] = self._numpy(call.inputs[0])
         return out
 
     # -- probe pass ------------------------------------------------------------------------

@@ -153,15 +153,19 @@ class TorchModelView(ModelView):
             out = self.model(*self._to_tensors(inputs))
         return [_numpy(t) for t in _tensors_in(self.torch, out)]
 
-    def capture(self, inputs: Sequence[np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        """Every layer's (first) output; later calls of a shared module as ``path@1``..."""
+    def capture(self, inputs: Sequence[np.ndarray] | np.ndarray, *,
+                with_inputs: bool = False) -> dict[str, np.ndarray]:
+        """Every layer's (first) output; later calls of a shared module as ``path@1``...
+        ``with_inputs`` adds each layer's first input as ``path#input``."""
         with self.torch.no_grad():
             calls = self._run(self._to_tensors(inputs), trace=False)
         out: dict[str, np.ndarray] = {}
         for call in calls:
+            key = call.path if call.index == 0 else f"{call.path}@{call.index}"
             if call.outputs:
-                out[call.path if call.index == 0 else f"{call.path}@{call.index}"] = \
-                    _numpy(call.outputs[0])
+                out[key] = _numpy(call.outputs[0])
+            if with_inputs and call.inputs:
+                out[f"{key}#input"] = _numpy(call.inputs[0])
         return out
 
     def probe_inputs(self) -> list[np.ndarray]:

@@ -34,7 +34,7 @@ def render_verify(result: VerifyResult, *, limit: int | None = None) -> Any:
     head = Text.assemble(
         verdict, f"  {result.framework_a} (a) vs {result.framework_b} (b), seed {result.seed}, "
         f"inputs {list(result.input_shapes_a)} / {list(result.input_shapes_b)}, "
-        f"tolerance |b-a| <= {result.atol:g} + {result.rtol:g}*|a|")
+        f"tolerance max|b-a| <= {result.atol:g} + {result.rtol:g}*max|a| per layer")
     table = Table(title="Layers in a's execution order (outputs compared channels-last)",
                   title_justify="left")
     for col in ("", "layer in a", "layer in b", "kind", "max |b-a|", "max rel", "result", "note"):

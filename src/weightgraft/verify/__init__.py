@@ -51,7 +51,8 @@ def verify(a: Any, b: Any, *, inputs: Any = None, seed: int = 0, batch: int = 2,
     """
     view_a, view_b = paired_views(a, b)
     inputs_a, inputs_b = probe_inputs(view_a, view_b, inputs, seed, batch)
-    captured_a, captured_b = view_a.capture(inputs_a), view_b.capture(inputs_b)
+    captured_a = view_a.capture(inputs_a, with_inputs=True)
+    captured_b = view_b.capture(inputs_b, with_inputs=True)
     outputs_a, outputs_b = view_a.forward(inputs_a), view_b.forward(inputs_b)
     pairs = pair_layers(view_a, view_b, layer_pairs)
     notes: list[str] = []

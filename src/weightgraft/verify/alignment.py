@@ -233,6 +233,8 @@ def layer_input(mv: ModelView, lv: LayerView, captured: dict[str, np.ndarray],
     matched by rank only.
     """
     rank = len(lv.input_shapes[0]) if lv.input_shapes else None
+    if f"{lv.path}#input" in captured:  # recorded as the layer received it
+        return captured[f"{lv.path}#input"]
     if lv.inbound and lv.inbound[0] in captured:
         return captured[lv.inbound[0]]
     layers = mv.layers

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -263,6 +263,9 @@ def padding(d: Divergence) -> Finding | None:
         return None
     strides = _tuple(config_value(d.lb, "strides", "stride", default=1), n)
     dilation = _tuple(config_value(d.lb, "dilation_rate", "dilation", default=1), n)
+    explicit = _explicit_pads(d, x, n)
+    if explicit is not None:  # b pads with F.pad before an unpadded conv: start from a's input
+        x, explicit_pads = explicit
     sizes = x.shape[1:-1]
     variants = {
         "'same' as TensorFlow (extra row/column at the end)":
@@ -272,7 +275,11 @@ def padding(d: Divergence) -> Finding | None:
             [(((k - 1) * dl) // 2,) * 2 for k, dl in zip(kernel.shape[:n], dilation)],
         "'valid' (none)": [(0, 0)] * n,
     }
+    if explicit is not None:
+        variants["explicitly before the conv (F.pad)"] = explicit_pads
     act_a, act_b = fused_activation(d.la), fused_activation(d.lb)
+    # ya and yb were compared at one stage: after the activation either side fuses in.
+    act_a, act_b = act_a or act_b, act_b or act_a
     errors: dict[str, tuple[float, float]] = {}
     for label, pads in variants.items():
         y = conv_nd(x, kernel, bias, strides, pads, dilation)
@@ -281,17 +288,52 @@ def padding(d: Divergence) -> Finding | None:
         errors[label] = (d.error(d.ya, ya_hyp), d.error(d.yb, yb_hyp))
     fit_a = min(errors, key=lambda k: errors[k][0])
     fit_b = min(errors, key=lambda k: errors[k][1])
-    fits = (fit_a != fit_b and d.explains(errors[fit_a][0])
+    fits = (variants[fit_a] != variants[fit_b] and d.explains(errors[fit_a][0])
             and d.explains(errors[fit_b][1], d.yb))
     return Finding(
         fits,
-        f"padding differs at {d.la.path}/{d.lb.path} (stride {strides}): a pads {fit_a}, "
-        f"b pads {fit_b}; pad the input explicitly (e.g. ZeroPadding2D(((0,1),(0,1))) or "
+        f"padding differs at {d.la.path}/{d.lb.path} (stride {strides}): a pads {fit_a} "
+        f"{_pads_text(variants[fit_a])}, b pads {fit_b} {_pads_text(variants[fit_b])}; pad "
+        "the input explicitly (e.g. ZeroPadding2D(((0,1),(0,1))) or "
         "F.pad) so both sides use the same rows",
         max(errors[fit_a][0], errors[fit_b][1]),
         {"error_before": d.before, "strides": strides,
          **{f"a_vs_{k}": v[0] for k, v in errors.items()},
          **{f"b_vs_{k}": v[1] for k, v in errors.items()}})
+
+
+def _pads_text(pads: Sequence[tuple[int, int]]) -> str:
+    """``[(31, 32), (0, 0)]`` as ``(before, after) per axis: (31, 32), (0, 0)``."""
+    return "(before, after) per axis: " + ", ".join(f"({lo}, {hi})" for lo, hi in pads)
+
+
+def _explicit_pads(d: Divergence, xb: np.ndarray, n: int
+                   ) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
+    """When b's conv input is larger than a's because b pads it itself (``F.pad``, as
+    PyTorch ports of TensorFlow 'same' convolutions do), a's input and the pads b added,
+    found by locating a's input inside b's. None when the inputs are the same size."""
+    from itertools import product
+
+    from .alignment import layer_input
+
+    if d.la is None or int(np.max(_tuple(config_value(d.lb, "padding", default=0), n))) != 0:
+        return None
+    xa = layer_input(d.view_a, d.la, d.captured_a, d.inputs_a)
+    if xa is None:
+        return None
+    xa = to_channels_last(xa, channels_first(d.view_a, d.la, np.ndim(xa)))
+    if xa.ndim != xb.ndim or xa.shape == xb.shape or (xa.shape[0], xa.shape[-1]) != (
+            xb.shape[0], xb.shape[-1]):
+        return None
+    extra = [xb.shape[i] - xa.shape[i] for i in range(1, n + 1)]
+    if min(extra) < 0 or np.prod([e + 1 for e in extra]) > 4096:
+        return None
+    for offsets in product(*(range(e + 1) for e in extra)):
+        window = (slice(None), *(slice(o, o + xa.shape[i + 1]) for i, o in enumerate(offsets)),
+                  slice(None))
+        if np.allclose(xb[window], xa, atol=1e-6):
+            return xa, [(o, e - o) for o, e in zip(offsets, extra)]
+    return None
 
 
 def diagnose(d: Divergence) -> Diagnosis:

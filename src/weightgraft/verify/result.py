@@ -26,9 +26,9 @@ class LayerComparison:
 
     ``max_abs`` is the largest absolute difference; ``max_rel`` divides it by the largest
     magnitude of a's output (a layer-wide relative error that does not explode near zeros).
-    ``passed`` means every element satisfies ``|b - a| <= atol + rtol * |a|``. ``note`` says
-    what was done to make the two comparable (layout moved, activation applied) or why they
-    could not be compared (shapes differ).
+    ``passed`` means ``max|b - a| <= atol + rtol * max|a|`` over the layer's output.
+    ``note`` says what was done to make the two comparable (layout moved, activation
+    applied) or why they could not be compared (shapes differ).
     """
 
     layer_a: str
