@@ -14,7 +14,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 
-def keras_mnist():
+def keras_mnist(classes=10):
+    """``classes`` other than 10 gives a new head for transfer learning."""
     import keras
 
     L = keras.layers
@@ -22,17 +23,18 @@ def keras_mnist():
         keras.Input((28, 28, 1)),
         L.Conv2D(32, 3), L.Activation("relu"), L.Conv2D(32, 3), L.Activation("relu"),
         L.MaxPooling2D(2), L.Dropout(0.25), L.Flatten(),
-        L.Dense(128), L.Activation("relu"), L.Dropout(0.5), L.Dense(10), L.Activation("softmax"),
+        L.Dense(128), L.Activation("relu"), L.Dropout(0.5), L.Dense(int(classes)), L.Activation("softmax"),
     ])
 
 
-def torch_mnist():
+def torch_mnist(classes=10):
+    """``classes`` other than 10 gives a new head for transfer learning."""
     import torch
 
     nn = torch.nn
     return nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3), nn.ReLU(),
         nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-        nn.Linear(32 * 12 * 12, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10),
+        nn.Linear(32 * 12 * 12, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, int(classes)),
         nn.Softmax(dim=1),
     ).eval()

@@ -92,3 +92,37 @@ def test_new_head_example_strict_then_allowed(tmp_path) -> None:
     want = torch.load(src, weights_only=True)
     assert torch.equal(got["features.3.weight"], want["features.3.weight"])
     assert got["head.weight"].shape == (5, 32)
+
+
+@pytest.mark.corpus
+@pytest.mark.keras
+def test_transplant_doc_transfer_learning_commands(corpus, tmp_path) -> None:
+    """docs/transplant.md: the 5-class variant is refused naming dense_1*/dense_2* and why
+    they did not pair, then accepted with those patterns, the head left as it was built."""
+    from click.testing import CliRunner
+
+    from weightgraft.cli.main import cli
+
+    src = str(corpus / "keras1-mnist-cnn" / "mnist_cnn_th_keras_1_weights.h5")
+    spec = f"{EXAMPLES / 'mnist_models.py'}:keras_mnist"
+    out = str(tmp_path / "ft.weights.h5")
+    import keras
+
+    runner = CliRunner()
+    keras.backend.clear_session()  # layer names as in a fresh `graft` process
+    refused = runner.invoke(cli, ["transplant", src, "--into", spec, "--arg", "classes=5",
+                                  "-o", out])
+    words = _flat(refused.output)
+    assert refused.exit_code == 2
+    assert "--allow-missing 'dense_1*'" in words and "--allow-unused 'dense_2*'" in words
+    assert "not paired: dense_1 <- dense_2: shapes differ" in words
+    assert not (tmp_path / "ft.weights.h5").exists()
+    keras.backend.clear_session()
+    ok = runner.invoke(cli, ["transplant", src, "--into", spec, "--arg", "classes=5",
+                             "--allow-missing", "dense_1*", "--allow-unused", "dense_2*",
+                             "-o", out, "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.output)
+    status = {s["key"]: s["status"] for s in data["slots"]}
+    assert status["dense_1/kernel"] == status["dense_1/bias"] == "initial"
+    assert status["conv2d/kernel"] == "converted"

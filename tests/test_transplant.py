@@ -163,6 +163,23 @@ def test_filling_almost_nothing_is_an_error_even_when_allowed() -> None:
         wg.transplant(source, tv(target), allow_missing="*", allow_unused="*")
 
 
+def test_a_new_part_holding_most_parameters_needs_min_fill_named_in_the_error() -> None:
+    """Found by audit: the 50% floor could not be lowered and its error named no option,
+    though a transfer whose new head dwarfs the backbone is ordinary."""
+    source = TorchVGG()
+    target = keras_vgg(classes=2000, head="new_head")  # 32x2000 head > the whole backbone
+    with pytest.raises(wg.PlanError) as info:
+        wg.transplant(tv(source), target, allow_missing="new_head*", allow_unused="classifier*")
+    words = " ".join(str(info.value).split())
+    assert "minimum" in words and "min_fill=" in words and "--min-fill" in words
+    report = wg.transplant(tv(source), target, allow_missing="new_head*",
+                           allow_unused="classifier*", min_fill=0.05)
+    assert report.slot("new_head/kernel").status == "initial"
+    conv = keras.ops.convert_to_numpy(target.get_layer("block1_conv1").kernel)
+    np.testing.assert_array_equal(
+        conv, source.features[0].weight.detach().numpy().transpose(2, 3, 1, 0))
+
+
 # -- outputs -----------------------------------------------------------------------------------
 
 def test_outputs_load_with_the_frameworks_own_loaders(tmp_path: Path, rng: np.random.Generator) -> None:

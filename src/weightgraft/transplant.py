@@ -97,6 +97,11 @@ def _suggest(keys: list[str]) -> str:
     return (prefix + "*") if prefix else "*"
 
 
+def _floor(share: float) -> float:
+    """A min_fill just below ``share`` (two decimals), to suggest in an error."""
+    return max(int(share * 100) / 100, 0.0)
+
+
 def _listing(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
@@ -109,7 +114,8 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
                allow_unused: Iterable[str] | str | None = None,
                source_convention: Convention | str | None = None, dry_run: bool = False,
                verify: bool = False, output: str | os.PathLike[str] | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Report:
+               progress: Callable[[int, int], None] | None = None,
+               min_fill: float = MIN_FILL) -> Report:
     """Fill live model ``target`` from ``source`` (a checkpoint path, ``Checkpoint`` or live
     model), strictly: raises ``PlanError`` listing anything unfilled or unused, naming the
     ``allow_missing``/``allow_unused`` pattern that would accept it.
@@ -118,6 +124,10 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
     ``.pth`` (``load_state_dict(strict=True)``), or ``.safetensors`` (provenance in its
     metadata); other outputs get ``<output>.provenance.json`` beside them.
     ``progress(done, total)`` is called in bytes of target tensors as they are assigned.
+    ``min_fill`` (default 0.5): a plan filling less than this share of the target's
+    parameters is refused even when the allow patterns accept the rest, since it usually
+    means source and target are different networks; lower it on purpose for a transfer
+    whose new part holds most of the parameters (``min_fill=0`` turns the check off).
 
     Example:
         >>> report = transplant("crepe/model-tiny.h5", torch_crepe, output="crepe.pt")  # doctest: +SKIP
@@ -133,7 +143,7 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
             if info.path and not plan.source:
                 plan = plan.with_(source=info.path)
         return _run(info, tview, plan, _patterns(allow_missing), _patterns(allow_unused),
-                    dry_run, verify, output, progress)
+                    dry_run, verify, output, progress, min_fill)
     finally:
         info.close()
 
@@ -141,7 +151,8 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
 def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[str, ...],
          allow_unused: tuple[str, ...], dry_run: bool, verify: bool,
          output: str | os.PathLike[str] | None,
-         progress: Callable[[int, int], None] | None = None) -> Report:
+         progress: Callable[[int, int], None] | None = None,
+         min_fill: float = MIN_FILL) -> Report:
     ckpt, slots = info.checkpoint, tview.slots
     where = info.path or "<source>"
     _check_plan_keys(plan, ckpt, slots, where)
@@ -183,13 +194,16 @@ def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[st
     total = sum(int(np.prod(s.shape)) for k, s in slots.items() if s.role is not Role.NUM_BATCHES_TRACKED)
     got = sum(int(np.prod(slots[k].shape)) for k in filled if k in slots
               and slots[k].role is not Role.NUM_BATCHES_TRACKED)
-    if total and got / total < MIN_FILL:
+    if total and got / total < min_fill:
+        share = got / total
         raise PlanError(f"the plan fills only {got:,} of {total:,} target parameters "
-                        f"({100 * got / total:.1f}%), below the {100 * MIN_FILL:.0f}% minimum "
+                        f"({100 * share:.1f}%), below the {100 * min_fill:.0f}% minimum "
                         "even with allow patterns",
                         path=info.path, expected="a source that holds most of the target's weights",
                         fix="check that source and target are the same architecture, or give "
-                            "--rename rules or a hand-edited plan")
+                            "--rename rules or a hand-edited plan; if the new part really holds "
+                            f"most of the parameters, pass min_fill={_floor(share)} "
+                            f"(CLI: --min-fill {_floor(share)})")
 
     sha = file_sha256(info.path) if info.path and os.path.isfile(info.path) else None
     results: dict[str, SlotResult] = {}

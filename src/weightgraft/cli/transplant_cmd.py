@@ -45,6 +45,10 @@ def load_target(spec: str, args: tuple[str, ...], weights: str | None) -> Any:
               help="Source tensors that may be left unused.")
 @click.option("--source-convention", type=click.Choice(["keras", "torch", "theano"]), default=None,
               help="Override the layout detected from the source file.")
+@click.option("--min-fill", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Refuse a plan filling less than this share of the target's parameters "
+                   "(a sign of mismatched networks); lower it for a transfer whose new "
+                   "part holds most of the parameters.")
 @click.option("--dry-run", is_flag=True, help="Check everything, change and write nothing.")
 @click.option("--plan", "plan_path", default=None, help="Apply this saved (possibly edited) plan.")
 @click.option("--save-plan", default=None, help="Save the match plan as JSON.")
@@ -60,7 +64,8 @@ def load_target(spec: str, args: tuple[str, ...], weights: str | None) -> Any:
 @handle_errors
 def transplant(source: str, target: str, output: str | None, rename: tuple[str, ...],
                skip: tuple[str, ...], allow_missing: tuple[str, ...],
-               allow_unused: tuple[str, ...], source_convention: str | None, dry_run: bool,
+               allow_unused: tuple[str, ...], source_convention: str | None,
+               min_fill: float, dry_run: bool,
                plan_path: str | None, save_plan: str | None, verify: bool,
                args: tuple[str, ...], weights: str | None, source_arg: tuple[str, ...],
                input_shape: tuple[int, ...] | None, as_json: bool) -> None:
@@ -71,9 +76,11 @@ def transplant(source: str, target: str, output: str | None, rename: tuple[str, 
 
     \b
     Example:
-      graft transplant mnist_cnn_th_keras_1_weights.h5 --into nets.py:mnist_torch -o mnist.pt
-      graft transplant imagenet.pt --into nets.py:build --arg classes=5 \\
-          --allow-missing 'head*' -o finetune.safetensors
+      graft transplant mnist_cnn_th_keras_1_weights.h5 \\
+          --into examples/mnist_models.py:torch_mnist -o mnist.pt
+      graft transplant mnist_cnn_th_keras_1_weights.h5 \\
+          --into examples/mnist_models.py:keras_mnist --arg classes=5 \\
+          --allow-missing 'dense_1*' --allow-unused 'dense_2*' -o finetune.weights.h5
     """
     from ..match import Plan, match
     from ..modelview import view
@@ -101,7 +108,7 @@ def transplant(source: str, target: str, output: str | None, rename: tuple[str, 
                          skip=list(skip) or None, allow_missing=list(allow_missing) or None,
                          allow_unused=list(allow_unused) or None,
                          source_convention=source_convention, dry_run=dry_run, verify=verify,
-                         output=output, progress=progress)
+                         output=output, progress=progress, min_fill=min_fill)
     except Exception:
         if plan is not None and not as_json:
             err = console(stderr=True)
