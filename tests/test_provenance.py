@@ -112,6 +112,53 @@ def test_explain_notices_content_changed_after_the_record(tmp_path: Path) -> Non
     assert origins["0.weight"].status == "recorded"
 
 
+def test_pretrained_retrained_and_still_random_told_apart(tmp_path: Path) -> None:
+    """The question the tool exists for: after a transfer with a new head, explain says the
+    backbone is pretrained (recorded), the head is still as initialised, and once the head
+    is trained, that it changed since (modified)."""
+    k, _ = _pair()
+    t = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    wg.transplant(k, t, allow_missing="2.*", allow_unused="out*", output=tmp_path / "ft.pt")
+    record = read_record(tmp_path / "ft.pt")
+    assert record is not None
+    head = record.by_key()["2.weight"]
+    assert head.status == "initial" and head.source is None
+    assert head.fingerprint == fingerprint(t[2].weight.detach().numpy())
+    origins = {o.key: o.status for o in wg.explain(tmp_path / "ft.pt").origins}
+    assert origins == {"0.weight": "recorded", "0.bias": "recorded",
+                       "2.weight": "initial", "2.bias": "initial"}
+    state = torch.load(tmp_path / "ft.pt", weights_only=True)
+    state["2.weight"] = state["2.weight"] * 0.5 + 0.01  # "training" the head
+    torch.save(state, tmp_path / "ft.pt")
+    origins = {o.key: o.status for o in wg.explain(tmp_path / "ft.pt").origins}
+    assert origins["2.weight"] == "modified" and origins["2.bias"] == "initial"
+    assert origins["0.weight"] == "recorded"
+
+
+def test_a_keras_file_source_records_its_path_and_sha256(tmp_path: Path) -> None:
+    """Found by audit: a .keras source (built into a live model first) recorded path null."""
+    from click.testing import CliRunner
+
+    from weightgraft.cli.main import cli
+
+    k, _ = _pair()
+    src = tmp_path / "src.keras"
+    k.save(src)
+    (tmp_path / "net.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(),\n"
+        "                               torch.nn.Linear(5, 4))\n")
+    out = tmp_path / "out.safetensors"
+    res = CliRunner().invoke(cli, ["transplant", str(src), "--into",
+                                   f"{tmp_path / 'net.py'}:build", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    record = read_record(out)
+    assert record is not None
+    assert record.sources[0]["path"] == str(src)
+    assert record.sources[0]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
 def test_explain_from_fingerprints_alone(tmp_path: Path) -> None:
     """No record: content is found in the candidate file under the Keras->PyTorch transpose;
     a zeroed tensor is flagged as a fresh initialisation pattern."""

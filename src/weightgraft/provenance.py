@@ -322,6 +322,11 @@ def _explain(ckpt: Checkpoint, subject: str, record: ProvenanceRecord | None,
                                         rec.source_keys, rec.transforms,
                                         f"tier {rec.tier}, confidence {rec.confidence}"))
             continue
+        if rec is not None and rec.status == "initial" and rec.fingerprint == fp:
+            origins.append(TensorOrigin(entry.key, "initial",
+                                        detail="left at its initial value by the transplant "
+                                               "that wrote this file, and unchanged since"))
+            continue
         modified = rec is not None and rec.fingerprint != fp
         init_note = _initial_pattern(entry.key, array, init)
         if init_note:

@@ -115,7 +115,8 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
                source_convention: Convention | str | None = None, dry_run: bool = False,
                verify: bool = False, output: str | os.PathLike[str] | None = None,
                progress: Callable[[int, int], None] | None = None,
-               min_fill: float = MIN_FILL) -> Report:
+               min_fill: float = MIN_FILL, source_file: str | os.PathLike[str] | None = None
+               ) -> Report:
     """Fill live model ``target`` from ``source`` (a checkpoint path, ``Checkpoint`` or live
     model), strictly: raises ``PlanError`` listing anything unfilled or unused, naming the
     ``allow_missing``/``allow_unused`` pattern that would accept it.
@@ -128,6 +129,8 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
     parameters is refused even when the allow patterns accept the rest, since it usually
     means source and target are different networks; lower it on purpose for a transfer
     whose new part holds most of the parameters (``min_fill=0`` turns the check off).
+    ``source_file``: the file a live source model was built from (a ``.keras`` file), so
+    that provenance records its path and sha256.
 
     Example:
         >>> report = transplant("crepe/model-tiny.h5", torch_crepe, output="crepe.pt")  # doctest: +SKIP
@@ -135,6 +138,8 @@ def transplant(source: Any, target: Any, *, plan: Plan | None = None,
         7
     """
     info = resolve_source(source)
+    if source_file is not None and info.path is None:
+        info.path = os.fspath(source_file)
     tview = view(target)
     try:
         if plan is None:
@@ -239,6 +244,11 @@ def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[st
             pattern = _allowed(key, slots[key].layer, allow_missing)
             reason = f"no source; allowed by {pattern!r}"
         results[key] = SlotResult(key, "initial", tuple(slots[key].shape), reason=reason)
+        if not dry_run and slots[key].role is not Role.NUM_BATCHES_TRACKED:
+            # Recorded too: explain can then tell "still as initialised" from "trained since".
+            value = tview.read(key)
+            records.append(TensorRecord(key, "initial", fingerprint(value), value.dtype.name,
+                                        tuple(value.shape)))
 
     verification = None
     notes = list(plan.notes)

@@ -108,7 +108,8 @@ def transplant(source: str, target: str, output: str | None, rename: tuple[str, 
                          skip=list(skip) or None, allow_missing=list(allow_missing) or None,
                          allow_unused=list(allow_unused) or None,
                          source_convention=source_convention, dry_run=dry_run, verify=verify,
-                         output=output, progress=progress, min_fill=min_fill)
+                         output=output, progress=progress, min_fill=min_fill,
+                         source_file=source if Path(source).is_file() else None)
     except Exception:
         if plan is not None and not as_json:
             err = console(stderr=True)
