@@ -213,3 +213,14 @@ def test_alignment_of_600_layers_with_one_removed_pairs_all_the_others() -> None
     certain, unsure = align([g.signature() for g in groups],
                             [g.signature() for g in groups[:300] + groups[301:]])
     assert len(certain) == n - 1 and not unsure
+
+
+def test_a_plan_prints_as_a_table_with_what_it_leaves_open() -> None:
+    """Found by audit: print(plan) showed the raw dataclass."""
+    torch = pytest.importorskip("torch")
+    a = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 5))
+    text = str(wg.match(wg.view(a, input_shape=(4,)), wg.view(b, input_shape=(4,))))
+    assert "match plan" in text and "exact" in text and "Assignment(" not in text
+    assert "unmatched target slots (2): 1.weight, 1.bias" in text
+    assert "not paired: 1 <- 1: shapes differ" in " ".join(text.split())

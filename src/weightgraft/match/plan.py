@@ -148,6 +148,12 @@ class Plan:
             counts[a.tier] = counts.get(a.tier, 0) + len(a.target_keys)
         return counts
 
+    def __str__(self) -> str:
+        """The plan as a table, with what it leaves open: ``print(plan)``."""
+        from ..report.transplant_view import plan_text
+
+        return plan_text(self)
+
     def with_(self, **changes: Any) -> Plan:
         """A copy with some fields changed (plans are frozen)."""
         return replace(self, **changes)

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,6 +40,17 @@ def plan_table(plan: Plan) -> Table:
         table.add_row(a.target_layer, a.source_layer, a.kind, a.tier, f"{a.confidence:.2f}",
                       _steps(a.steps))
     return table
+
+
+def plan_text(plan: Plan, width: int = 100) -> str:
+    """The plan table and its open items as plain text (what ``str(plan)`` shows)."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(plan_table(plan))
+    for line in plan_problems(plan):
+        console.print(line, markup=False)
+    return console.export_text().rstrip() + "\n"
 
 
 def plan_problems(plan: Plan) -> list[str]:
