@@ -7,6 +7,7 @@ and compares outputs to 1e-5; file outputs are loaded back by the frameworks' ow
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -520,3 +521,44 @@ def test_attention_transplants_both_ways_with_no_mapping(kv_width, direction) ->
         got = tmodel(*(torch.from_numpy(x) for x in xs)).numpy()
     assert np.abs(want).max() > 1e-1  # not a comparison of zeros
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+# -- recurrent cells ------------------------------------------------------------------------------
+
+class TorchLoopedCell(nn.Module):
+    """A hand-written loop over an nn.LSTMCell / GRUCell: what many ports look like."""
+
+    def __init__(self, cell: str) -> None:
+        super().__init__()
+        self.kind = cell
+        self.cell = getattr(nn, cell)(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.shape[0], 4)
+        state: Any = (h, torch.zeros_like(h)) if self.kind == "LSTMCell" else h
+        out = []
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+            out.append(state[0] if isinstance(state, tuple) else state)
+        return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell"])
+def test_keras_rnn_of_a_cell_fills_a_torch_cell_loop(cell) -> None:
+    """Found by audit: keras.layers.RNN(LSTMCell) and torch's LSTMCell/GRUCell were kind
+    'other', so no layout rule applied to them."""
+    rng = np.random.default_rng(11)
+    inp = keras.Input((5, 3))
+    keras_cell = getattr(keras.layers, cell)(4)
+    kmodel = keras.Model(inp, keras.layers.RNN(keras_cell, return_sequences=True)(inp))
+    for v in kmodel.weights:
+        v.assign(rng.standard_normal(tuple(v.shape)).astype("float32"))
+    x = rng.standard_normal((2, 5, 3)).astype("float32")
+    tmodel = TorchLoopedCell(cell)
+    report = wg.transplant(kmodel, wg.view(tmodel, inputs=[x]))
+    assert report.totals["unmatched"] == 0 and report.totals["converted"] >= 3
+    want = keras.ops.convert_to_numpy(kmodel(x))
+    with torch.no_grad():
+        got = tmodel(torch.from_numpy(x)).numpy()
+    assert np.abs(want).max() > 1e-1
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -212,7 +212,14 @@ def layer_kind(layer: Any) -> Kind:
     if name in ("Bidirectional", "TimeDistributed"):
         inner = getattr(layer, "forward_layer", None) or getattr(layer, "layer", None)
         return layer_kind(inner) if inner is not None else Kind.OTHER
+    if name == "RNN":  # keras.layers.RNN(LSTMCell(...)) computes what LSTM(...) does
+        cell = type(getattr(layer, "cell", None)).__name__
+        if cell in _CELLS:
+            return _CELLS[cell]
     return kind_for_class(name)
+
+
+_CELLS = {"LSTMCell": Kind.LSTM, "GRUCell": Kind.GRU, "SimpleRNNCell": Kind.SIMPLE_RNN}
 
 
 def variable_role(kind: Kind, rel: str) -> Role:
@@ -252,7 +259,9 @@ def layer_config(layer: Any) -> dict[str, Any]:
         config["activation"] = (inner_cfg if isinstance(inner_cfg, str)
                                 else (inner_cfg or {}).get("name")
                                 or activation.get("class_name") or "custom")
-    inner = full.get("layer")
-    if isinstance(inner, dict):  # Bidirectional / TimeDistributed: the wrapped layer's config
-        config.update({k: v for k, v in inner.get("config", {}).items() if k in _CONFIG_KEYS})
+    for wrapped in ("layer", "cell"):  # Bidirectional / TimeDistributed, or RNN(cell)
+        inner = full.get(wrapped)
+        if isinstance(inner, dict):
+            config.update({k: v for k, v in inner.get("config", {}).items()
+                           if k in _CONFIG_KEYS and k not in config})
     return config

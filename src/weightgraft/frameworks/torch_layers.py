@@ -15,7 +15,7 @@ from typing import Any
 from ..checkpoint import Kind, Role
 
 # Modules that use their children's weights themselves (their children never run alone).
-ATOMIC = ("MultiheadAttention", "LSTM", "GRU", "RNN")
+ATOMIC = ("MultiheadAttention", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
 # Torch ops that only move elements: their outputs are never "the feature map".
 RESHAPES = frozenset({
     "permute", "transpose", "view", "reshape", "flatten", "unflatten", "contiguous", "clone",
@@ -102,7 +102,8 @@ def module_kind(module: Any) -> Kind:
         return Kind.BATCH_NORM
     return {"LayerNorm": Kind.LAYER_NORM, "GroupNorm": Kind.GROUP_NORM,
             "Embedding": Kind.EMBEDDING, "LSTM": Kind.LSTM, "GRU": Kind.GRU,
-            "RNN": Kind.SIMPLE_RNN, "PReLU": Kind.PRELU,
+            "RNN": Kind.SIMPLE_RNN, "LSTMCell": Kind.LSTM, "GRUCell": Kind.GRU,
+            "RNNCell": Kind.SIMPLE_RNN, "PReLU": Kind.PRELU,
             "MultiheadAttention": Kind.MULTI_HEAD_ATTENTION}.get(name, Kind.OTHER)
 
 
