@@ -217,16 +217,20 @@ class TorchModelView(ModelView):
 
     def _find_probe_inputs(self) -> list[np.ndarray]:
         last: Exception | None = None
+        tried: list[str] = []
         for arrays in self._candidates():
             try:
                 self.forward(arrays)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
                 last = exc
+                tried.append(" and ".join(str(tuple(a.shape)) for a in arrays))
                 continue
             return arrays
         raise WeightgraftError(
-            f"cannot find inputs for a probe pass through {type(self.model).__name__}"
-            + (f": {str(last).splitlines()[0]}" if last else ""),
+            f"no probe input ran through {type(self.model).__name__}"
+            + (f" (tried {', '.join(tried[:4])}{', ...' if len(tried) > 4 else ''}; the "
+               f"model's forward raised: {str(last).splitlines()[0]})" if last else
+               " (its first layer tells no input shape to try)"),
             expected="a model whose first layer tells its input shape",
             fix="pass input_shape=(C, H, W) without the batch dimension, or inputs=[array], "
                 "e.g. weightgraft.view(model, input_shape=(3, 224, 224)) (CLI: --input-shape "
