@@ -562,3 +562,15 @@ def test_keras_rnn_of_a_cell_fills_a_torch_cell_loop(cell) -> None:
         got = tmodel(torch.from_numpy(x)).numpy()
     assert np.abs(want).max() > 1e-1
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_strict_error_suggests_globs_for_exactly_the_layers_left_open() -> None:
+    """Found by audit: an ambiguous pair suggested allow_missing='features*' and
+    allow_unused='*', which would accept far more than the two layers at stake."""
+    from weightgraft.transplant import _allow_hint
+
+    hint = _allow_hint("allow_missing", ["features.2.weight", "features.2.bias", "fc.weight"])
+    assert hint == ("allow_missing=['features.2*', 'fc*'] "
+                    "(CLI: --allow-missing 'features.2*' --allow-missing 'fc*')")
+    assert _allow_hint("allow_unused", ["head/kernel", "head/bias"]) == (
+        "allow_unused='head*' (CLI: --allow-unused 'head*')")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,13 +89,25 @@ def _allowed(key: str, layer: str, patterns: tuple[str, ...]) -> str | None:
                  or fnmatch.fnmatchcase(layer, p)), None)
 
 
-def _suggest(keys: list[str]) -> str:
-    """A glob covering ``keys``: their common leading name component, then ``*``."""
+def _suggest(keys: list[str]) -> list[str]:
+    """Globs covering exactly the layers of ``keys`` (``head*``), one per layer, or one
+    broader glob when they span many layers."""
+    layers = list(dict.fromkeys(re.split(r"[./](?=[^./]*$)", k)[0] for k in keys))
+    if len(layers) <= 4:
+        return [layer + "*" for layer in layers]
     heads = {k.replace("/", ".").split(".")[0] for k in keys}
     if len(heads) == 1:
-        return heads.pop() + "*"
+        return [heads.pop() + "*"]
     prefix = os.path.commonprefix(keys)
-    return (prefix + "*") if prefix else "*"
+    return [(prefix + "*") if prefix else "*"]
+
+
+def _allow_hint(option: str, keys: list[str]) -> str:
+    """``allow_missing='head*' (CLI: --allow-missing 'head*')``, for one glob or several."""
+    globs = _suggest(keys)
+    python = repr(globs[0]) if len(globs) == 1 else repr(globs)
+    cli = " ".join(f"--{option.replace('_', '-')} '{g}'" for g in globs)
+    return f"{option}={python} (CLI: {cli})"
 
 
 def _floor(share: float) -> float:
@@ -176,13 +189,11 @@ def _run(info: SourceInfo, tview: ModelView, plan: Plan, allow_missing: tuple[st
     if missing:
         problems.append(f"{len(missing)} target slot(s) have no source: {_listing(missing)}; "
                         f"to leave them at their initial value pass "
-                        f"allow_missing={_suggest(missing)!r} (CLI: --allow-missing "
-                        f"'{_suggest(missing)}')")
+                        f"{_allow_hint('allow_missing', missing)}")
     if unused:
         problems.append(f"{len(unused)} source tensor(s) would be left unused: "
                         f"{_listing(unused)}; to accept that pass "
-                        f"allow_unused={_suggest(unused)!r} (CLI: --allow-unused "
-                        f"'{_suggest(unused)}')")
+                        f"{_allow_hint('allow_unused', unused)}")
     if problems:
         amb = ""
         if plan.ambiguous:
