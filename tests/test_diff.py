@@ -182,3 +182,57 @@ def test_diff_of_a_torch_file_against_a_keras_model_converts_the_file(tmp_path) 
     assert len(changed) == 1 and changed[0].key == "2.weight"
     assert changed[0].max_abs == pytest.approx(0.25, rel=1e-6)
     assert any("paired by the transplant matcher" in n for n in result.notes)
+
+
+def _save_pair(tmp_path, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[str, str]:
+    from safetensors.numpy import save_file
+
+    save_file(a, tmp_path / "a.safetensors")
+    save_file(b, tmp_path / "b.safetensors")
+    return str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
+
+
+def test_tiny_change_note_ignored_atol(tmp_path, rng) -> None:
+    """With --atol 1e-5 the tiny layer was 'unchanged' in the table, yet the note still said
+    'tiny: changed, but only by 1.19e-07'."""
+    a = {"big.weight": rng.normal(size=(20, 20)).astype("f4"),
+         "mid.weight": rng.normal(size=(20, 20)).astype("f4"), "tiny.weight": np.ones(100, "f4")}
+    tiny = a["tiny.weight"].copy()
+    tiny[0] += np.float32(1.2e-6)
+    b = {"big.weight": a["big.weight"] * np.float32(1.1),
+         "mid.weight": a["mid.weight"] + np.float32(0.05), "tiny.weight": tiny}
+    pa, pb = _save_pair(tmp_path, a, b)
+    runner = CliRunner()
+    plain = json.loads(runner.invoke(wg_cli(), ["diff", pa, pb, "--json"]).output)
+    assert any(n.startswith("tiny: changed") for n in plain["notes"])
+    res = runner.invoke(wg_cli(), ["diff", pa, pb, "--atol", "1e-5", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert {t["key"]: t["status"] for t in data["tensors"]} == {
+        "big.weight": "changed", "mid.weight": "changed", "tiny.weight": "unchanged"}
+    assert not any("tiny" in n for n in data["notes"])
+    res = runner.invoke(wg_cli(), ["diff", pa, pb, "--atol", "1e-5"])
+    assert res.exit_code == 0 and "tiny: changed" not in " ".join(res.output.split())
+    assert "count as unchanged" in res.output
+
+
+def test_cli_atol_and_rtol(tmp_path) -> None:
+    """--atol and --rtol on the command line, element by element, against numpy."""
+    a = {"w": np.array([1.0, 100.0, -50.0, 0.0], "f4")}
+    b = {"w": a["w"] + np.array([1e-3, 1e-3, 0.2, 1e-6], "f4")}
+    pa, pb = _save_pair(tmp_path, a, b)
+    d = np.abs(b["w"].astype(np.float64) - a["w"].astype(np.float64))
+    fa = np.abs(a["w"].astype(np.float64))
+    runner = CliRunner()
+    for opts, atol, rtol in ((["--rtol", "1e-4"], 0.0, 1e-4), (["--atol", "1e-2"], 1e-2, 0.0),
+                             (["--atol", "1e-5", "--rtol", "1e-4"], 1e-5, 1e-4),
+                             (["--atol", "1"], 1.0, 0.0)):
+        res = runner.invoke(wg_cli(), ["diff", pa, pb, "--json", *opts])
+        assert res.exit_code == 0, res.output
+        t = json.loads(res.output)["tensors"][0]
+        differs = d > atol + rtol * fa
+        assert t["frac_changed"] == pytest.approx(differs.mean()), opts
+        assert t["status"] == ("changed" if differs.any() else "unchanged"), opts
+        assert t["max_abs"] == pytest.approx(d.max(), rel=1e-6)  # statistics stay measured
+    res = runner.invoke(wg_cli(), ["diff", pa, pb, "--rtol", "1e-4"])
+    assert res.exit_code == 0 and "atol=0 + rtol=0.0001*|A|" in res.output

@@ -355,8 +355,13 @@ def _summarise(results: Iterable[TensorDiff]) -> list[LayerDiff]:
 
 
 def _tiny_change_notes(layers: list[LayerDiff]) -> list[str]:
-    """Explain layers whose change is tiny next to the others (so 1e-7 is not read as zero)."""
-    changed = [d for d in layers if d.rel_change and math.isfinite(d.rel_change)]
+    """Explain layers whose change is tiny next to the others (so 1e-7 is not read as zero).
+
+    Only layers whose status is ``changed`` count: a layer within ``atol``/``rtol`` is
+    unchanged by the caller's own definition, and must not be called changed here.
+    """
+    changed = [d for d in layers if d.status == CHANGED and d.rel_change
+               and math.isfinite(d.rel_change)]
     if len(changed) < 2:
         return []
     median = float(np.median([d.rel_change for d in changed]))  # type: ignore[misc]

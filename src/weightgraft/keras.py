@@ -26,12 +26,19 @@ class WeightTracker(_keras.callbacks.Callback):
     ``every``: ``"epoch"``, ``"batch"`` or a number N (every N batches). Gradient norms are
     not visible to a Keras callback and are recorded as missing. Non-trainable weights
     (frozen layers, BatchNorm statistics) are tracked and flagged as not trainable.
+
+    Passing the same callback to a later ``fit`` continues its run file (steps and epochs
+    counting on, the new trainable flags noted), so a freeze / fit / unfreeze / fit workflow
+    is one run; a new ``WeightTracker`` on an existing path starts that file afresh.
+    Snapshots (``snapshot_every=K``) are keyed by the variables' paths (``dense/kernel``),
+    which ``graft diff`` pairs with the layers of a ``.weights.h5`` or ``.keras`` file.
     """
 
     def __init__(self, path: str | os.PathLike[str], every: str | int = "epoch", *,
                  snapshot_every: int | None = None) -> None:
         super().__init__()
-        if every not in ("epoch", "batch") and not (isinstance(every, int) and every > 0):
+        if every not in ("epoch", "batch") and not (
+                isinstance(every, int) and not isinstance(every, bool) and every > 0):
             from .errors import WeightgraftError
 
             raise WeightgraftError(f"every={every!r} is not a tracking interval",
@@ -56,11 +63,29 @@ class WeightTracker(_keras.callbacks.Callback):
             self._names.append(v.path)
         shapes = {n: tuple(v.shape) for n, v in zip(self._names, self._vars, strict=True)}
         trainable = {n: bool(v.trainable) for n, v in zip(self._names, self._vars, strict=True)}
+        if self.recorder is not None:
+            self._resume(self.recorder, shapes, trainable)
+            return
         layers = {n: n.rsplit("/", 1)[0] for n in self._names}
         self.recorder = StatsRecorder(self.path, shapes, trainable, framework="keras",
                                       every=str(self.every), layers=layers,
                                       snapshot_every=self.snapshot_every)
         self._record()
+
+    def _resume(self, recorder: StatsRecorder, shapes: dict[str, tuple[int, ...]],
+                trainable: dict[str, bool]) -> None:
+        """A later ``fit`` with the same callback (freeze, fit, unfreeze, fit): append to the
+        same run, steps and epochs continuing, the new trainable flags in a phase line."""
+        before = recorder.shapes
+        if before != shapes:
+            from .errors import WeightgraftError
+
+            raise WeightgraftError(
+                f"this WeightTracker recorded {len(before)} weights in {self.path}; the model "
+                f"now has {len(shapes)} with different names or shapes",
+                expected="the same model's weights in every fit() this callback sees",
+                fix="pass a new WeightTracker with another path for a different model")
+        recorder.resume(trainable, step=self._steps)
 
     def _values(self) -> dict[str, np.ndarray]:
         ops = _keras.ops
@@ -79,7 +104,7 @@ class WeightTracker(_keras.callbacks.Callback):
             self._record()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self._epoch = epoch + 1
+        self._epoch += 1  # epochs this callback has seen, counted on across fit() calls
         if self.every == "epoch":
             self._record()
 

@@ -4,10 +4,17 @@ A run file is text, one record per line. The first line is the header (tensor na
 trainable flags, framework); each later line is one record: step, epoch, time and, per tensor,
 ``[norm, update_norm, relative_update, max_abs_update, grad_norm, change_norm]``, where the
 update is since the previous record and ``change_norm`` is ||w - w_first||, the net change
-since the run's first record (the number ``graft diff`` of the two weight sets would give). Every line ends with a
-tab and the CRC-32 of its JSON, and is written with one ``write`` and a flush, so a process
-killed at any moment leaves a file that reads back up to its last complete record: a torn
-last line fails its checksum and is dropped.
+since the run's first record (the number ``graft diff`` of the two weight sets would give).
+A *phase* line (``{"phase": n, "step", "trainable"}``) marks where a reused Keras callback
+resumed the run for another ``fit`` (with the trainable flags of that fit). Every line ends
+with a tab and the CRC-32 of its JSON, and is written with one ``write`` and a flush, so a
+process killed at any moment leaves a file that reads back up to its last complete record: a
+torn last line fails its checksum and is dropped.
+
+Snapshots (``snapshot_every=K``) are ``.npz`` files keyed by the tensors' own names (``/``
+kept, as Keras's variable paths and PyTorch's parameter names have them), written by the
+numpy format writer, so ``graft diff`` pairs them with the model's own checkpoints; dtypes
+are kept (bfloat16 as its bits, which that reader restores as bfloat16).
 
 Example:
     >>> import tempfile, os, numpy as np
@@ -35,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import TensorEntry
 from .errors import FormatError
 
 MAGIC = "weightgraft-run"
@@ -42,6 +50,7 @@ VERSION = 1
 FIELDS = ("norm", "update_norm", "rel_update", "max_update", "grad_norm", "change_norm")
 DEAD_REL_UPDATE = 1e-8
 EXPLODING_NORM_GROWTH = 10.0
+STALLED_RECORDS = 5  # trailing records below DEAD_REL_UPDATE, after moving, that flag "stalled"
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,22 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """Where a run was resumed (a reused Keras callback's next ``fit``): the step it resumed
+    at, how many records came before, and the trainable flags from then on."""
+
+    step: int
+    records_before: int
+    trainable: dict[str, bool]
+
+
+@dataclass(frozen=True)
 class Run:
-    """A run file read back: header facts and every complete record."""
+    """A run file read back: header facts and every complete record.
+
+    ``trainable`` holds the flags of the last phase (the header's when the run was never
+    resumed), ``trainable_at_start`` the header's; ``phases`` lists every resumption.
+    """
 
     path: str
     framework: str
@@ -76,6 +99,8 @@ class Run:
     records: tuple[Record, ...]
     dropped_lines: int = 0
     snapshots: tuple[str, ...] = ()
+    phases: tuple[Phase, ...] = ()
+    trainable_at_start: dict[str, bool] = field(default_factory=dict)  # the header's flags
 
 
 def _line(obj: Any) -> str:
@@ -119,15 +144,17 @@ class StatsRecorder:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.names = list(shapes)
+        self.shapes = {k: tuple(v) for k, v in shapes.items()}
         self.snapshot_every = snapshot_every
         self._records = 0
+        self._phases = 0
         self._prev: dict[str, np.ndarray] = {}
         self._first: dict[str, np.ndarray] = {}
         header = {"magic": MAGIC, "version": VERSION, "framework": framework, "every": every,
                   "created": time.time(), "tensors": self.names,
                   "shapes": {k: list(v) for k, v in shapes.items()},
                   "trainable": dict(trainable), "layers": dict(layers or {})}
-        # A run file is never appended to across runs: a new run starts a new file.
+        # A new recorder starts a new file; only ``resume`` (the same run, continued) appends.
         self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - held for the run
         self._write(header)
 
@@ -137,9 +164,10 @@ class StatsRecorder:
 
     def write_stats(self, stats: Mapping[str, tuple[float | None, ...]], *, step: int,
                     epoch: int | None = None,
-                    snapshot: Mapping[str, np.ndarray] | None = None) -> None:
+                    snapshot: Mapping[str, np.ndarray | TensorEntry] | None = None) -> None:
         """Append one record of ``name -> (norm, update_norm, rel, max_update, grad_norm,
-        change_norm)``."""
+        change_norm)``; ``snapshot`` (arrays, or entries for dtypes numpy lacks) is written
+        when this record is one of every ``snapshot_every``."""
         rows = [[_f(v) for v in stats[name]] for name in self.names]
         self._write({"step": int(step), "epoch": epoch, "time": time.time(), "stats": rows})
         self._records += 1
@@ -150,14 +178,18 @@ class StatsRecorder:
     def wants_snapshot(self) -> bool:
         return bool(self.snapshot_every) and self._records % self.snapshot_every == 0
 
-    def _snapshot(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
-        from .atomic import atomic_output
+    def _snapshot(self, step: int, arrays: Mapping[str, np.ndarray | TensorEntry]) -> None:
+        """Write every tensor under its own name, in its own dtype, to ``step-N.npz``
+        (atomically), readable by ``graft diff`` against the model's checkpoints."""
+        from .checkpoint import Checkpoint
+        from .formats import numpy_format
 
         folder = self.path.with_name(self.path.name + ".snapshots")
         folder.mkdir(exist_ok=True)
-        with atomic_output(folder / f"step-{step:08d}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{k.replace("/", "|"): v for k, v in arrays.items()})
+        entries = [snapshot_entry(k, v) for k, v in arrays.items()]
+        # No metadata of our own: ``np.load`` would show it as one more array beside the
+        # weights. The writer adds ``__metadata__`` only to list bfloat16 tensors.
+        numpy_format.write(Checkpoint(entries, format="memory"), folder / f"step-{step:08d}.npz")
 
     def record(self, arrays: Mapping[str, np.ndarray], *, step: int, epoch: int | None = None,
                grads: Mapping[str, np.ndarray] | None = None) -> None:
@@ -184,9 +216,28 @@ class StatsRecorder:
         snap = arrays if self.wants_snapshot() else None
         self.write_stats(stats, step=step, epoch=epoch, snapshot=snap)
 
+    def resume(self, trainable: Mapping[str, bool], *, step: int) -> None:
+        """Continue this run in the same file after ``close()``: append a phase line with
+        the trainable flags from now on. Records keep measuring against the previous and
+        first records this recorder saw, so a second ``fit`` continues the first.
+
+        Example:
+            >>> rec.close(); rec.resume({"w": False}, step=12)          # doctest: +SKIP
+        """
+        if not self._fh.closed:
+            self._fh.close()
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+        self._phases += 1
+        self._write({"phase": self._phases, "step": int(step), "records": self._records,
+                     "trainable": {n: bool(trainable.get(n, True)) for n in self.names}})
+
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
 
     def __enter__(self) -> StatsRecorder:
         return self
@@ -209,8 +260,15 @@ def read_run(path: str | os.PathLike[str]) -> Run:
     names = tuple(header["tensors"])
     records = []
     dropped = 0
+    trainable = dict(header.get("trainable", {}))
+    phases = []
     for line in lines[1:]:
         obj = _parse(line)
+        if isinstance(obj, dict) and "phase" in obj and isinstance(obj.get("trainable"), dict):
+            trainable = {n: bool(obj["trainable"].get(n, trainable.get(n, True))) for n in names}
+            phases.append(Phase(step=int(obj.get("step", 0)), records_before=len(records),
+                                trainable=dict(trainable)))
+            continue
         if not isinstance(obj, dict) or len(obj.get("stats", ())) != len(names):
             dropped += 1
             continue
@@ -221,9 +279,10 @@ def read_run(path: str | os.PathLike[str]) -> Run:
         else ()
     return Run(path=str(p), framework=header.get("framework", "?"), tensors=names,
                shapes={k: tuple(v) for k, v in header.get("shapes", {}).items()},
-               trainable=dict(header.get("trainable", {})), layers=dict(header.get("layers", {})),
+               trainable=trainable, layers=dict(header.get("layers", {})),
                every=header.get("every", "step"), records=tuple(records), dropped_lines=dropped,
-               snapshots=snaps)
+               snapshots=snaps, phases=tuple(phases),
+               trainable_at_start=dict(header.get("trainable", {})))
 
 
 @dataclass(frozen=True)
@@ -243,12 +302,34 @@ class TensorSummary:
     flags: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _stalled(rels: list[float]) -> bool:
+    """Moved once, then the last ``STALLED_RECORDS`` relative updates all below 1e-8."""
+    if len(rels) <= STALLED_RECORDS:
+        return False
+    tail, head = rels[-STALLED_RECORDS:], rels[:-STALLED_RECORDS]
+    return all(r < DEAD_REL_UPDATE for r in tail) and any(r >= DEAD_REL_UPDATE for r in head)
+
+
+def snapshot_entry(key: str, value: np.ndarray | TensorEntry) -> TensorEntry:
+    """A snapshot tensor as a ``TensorEntry``: arrays as they are, ml_dtypes bfloat16 (what
+    Keras gives on some backends) as its ``uint16`` bits under dtype ``bfloat16``."""
+    if isinstance(value, TensorEntry):
+        return value.with_(key=key)
+    arr = np.asarray(value)
+    if arr.dtype.name == "bfloat16":
+        bits = arr.view(np.uint16)
+        return TensorEntry(key=key, shape=arr.shape, dtype="bfloat16", loader=lambda: bits)
+    return TensorEntry.from_array(key, arr)
+
+
 def summarise(run: Run) -> list[TensorSummary]:
     """Per tensor: total relative change, latest relative update, and flags.
 
-    Flags: ``frozen`` (not trainable), ``never-changed`` (every update exactly zero),
-    ``dead`` (trainable, but every relative update below 1e-8), ``exploding`` (norm grew more
-    than tenfold, or became inf/nan).
+    Flags: ``frozen`` (not trainable, in the last phase), ``never-changed`` (every update
+    exactly zero), ``dead`` (trainable, but every relative update below 1e-8), ``stalled``
+    (trainable, moved by at least 1e-8 relative at some point, but the last
+    ``STALLED_RECORDS`` relative updates are all below it), ``exploding`` (norm grew more than
+    tenfold, or became inf/nan).
     """
     out = []
     for name in run.tensors:
@@ -273,6 +354,8 @@ def summarise(run: Run) -> list[TensorSummary]:
             flags.append("never-changed")
         elif trainable and rels and all(r < DEAD_REL_UPDATE for r in rels):
             flags.append("dead")
+        elif trainable and _stalled(rels):
+            flags.append("stalled")
         if not math.isfinite(last) or (first > 0 and last / first > EXPLODING_NORM_GROWTH):
             flags.append("exploding")
         grads = [s.grad_norm for s in series if s.grad_norm is not None]

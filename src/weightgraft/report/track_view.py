@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..diff import format_rel
-from ..track import Run, TensorSummary
+from ..track import STALLED_RECORDS, Run, TensorSummary
 
 _FLAG_STYLE = {"frozen": "blue", "never-changed": "magenta", "dead": "red",
-               "exploding": "bold red"}
+               "stalled": "yellow", "exploding": "bold red"}
 
 
 def _total(s: TensorSummary) -> str:
@@ -29,6 +29,10 @@ def render_run(run: Run, summary: list[TensorSummary]) -> Any:
     head = Text.assemble(
         ("run ", "bold"), run.path, f"  ({run.framework}, every {run.every}, "
         f"{len(run.records)} records, steps {steps[0] if steps else '-'}..{steps[-1] if steps else '-'})")
+    if run.phases:
+        head.append(f"\nresumed {len(run.phases)} time(s) (a later fit() with the same "
+                    f"callback) at step(s) {', '.join(str(p.step) for p in run.phases)}; "
+                    "trainable is as of the last")
     if run.dropped_lines:
         head.append(f"\n{run.dropped_lines} incomplete line(s) at the end were dropped "
                     "(the run was interrupted)", style="yellow")
@@ -50,7 +54,9 @@ def render_run(run: Run, summary: list[TensorSummary]) -> Any:
         for f in s.flags:
             counts[f] = counts.get(f, 0) + 1
     foot = Text("flags: " + (", ".join(f"{n} {f}" for f, n in counts.items()) or "none"))
-    foot.append("\ntotal rel change: ||w_last - w_first|| / ||w_first||; never-changed: no update "
-                "at all (frozen, detached, or no gradient reaches it); dead: updates below 1e-8 "
-                "relative; exploding: norm grew over 10x or became inf/nan", style="dim")
+    foot.append("\ntotal rel change: ||w_last - w_first|| / ||w_first||; never-changed: no "
+                "update at all (frozen, detached, or no gradient reaches it); dead: updates "
+                "below 1e-8 relative; "
+                f"stalled: moved, then the last {STALLED_RECORDS} updates below 1e-8 relative; "
+                "exploding: norm grew over 10x or became inf/nan", style="dim")
     return Group(head, table, foot)
