@@ -233,3 +233,124 @@ def test_a_keras_file_is_inspected_as_a_live_model_with_output_shapes(tmp_path) 
     assert data["model"]["weighted_depth"] == 2
     as_file = json.loads(_run("inspect", str(tmp_path / "m.keras"), "--as-file", "--json").output)
     assert as_file["model"] is None and as_file["totals"]["total"] == model.count_params()
+
+
+@pytest.mark.corpus
+def test_a_data_only_hdf5_file_showed_an_empty_table(corpus) -> None:
+    import h5py
+
+    path = corpus / "keras1-mnist-cnn" / "digits_inputs_and_outputs.h5"
+    datasets: dict[str, tuple[int, ...]] = {}
+    with h5py.File(path, "r") as f:  # the reference: every dataset, read with h5py alone
+        f.visititems(lambda name, obj: datasets.__setitem__(name, obj.shape)
+                     if isinstance(obj, h5py.Dataset) else None)
+    assert "inputs/dense_input_1" in datasets
+    result = _run("inspect", str(path))
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
+    for key, shape in datasets.items():
+        assert key in rows, key
+        assert str(shape) in rows[key] and "float32" in rows[key]
+    assert "no model weights" in " ".join(result.output.split()).lower()
+    tensors = _run("inspect", str(path), "--tensors").output
+    assert "other (other)" not in tensors and "not a model weight" in tensors
+
+
+def _banner(out: str) -> str:
+    """The lines above the header panel, joined (the banner may wrap)."""
+    lines = []
+    for line in out.splitlines():
+        if line.startswith("╭"):
+            break
+        lines.append(line)
+    return " ".join(" ".join(lines).split())
+
+
+def _layer_classes(path: Path) -> set[str]:
+    """Layer classes from the file's own model_config, read with h5py and json alone."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs["model_config"]
+    config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)["config"]
+    layers = config["layers"] if isinstance(config, dict) else config
+    found = set()
+    for layer in layers:
+        found.add(layer["class_name"])
+        inner = layer["config"].get("layer")  # Bidirectional wraps its LSTM
+        if isinstance(inner, dict):
+            found.add(inner["class_name"])
+    return found
+
+
+@pytest.mark.corpus
+def test_a_conv_free_theano_file_was_told_to_flip_its_conv_kernels(corpus) -> None:
+    root = corpus / "legacy-keras-layers"
+    for name in ("lstm_theano_1.h5", "bidirectional_lstm_theano_1.h5"):
+        assert not any("Conv" in c for c in _layer_classes(root / name))
+        banner = _banner(_run("inspect", str(root / name)).output)
+        assert banner.startswith("! Theano-era file"), banner
+        assert "flip them" not in banner and "are flipped" not in banner, banner
+        assert "i, c, f, o" in banner and "hard_sigmoid" in banner, banner
+    banner = _banner(_run("inspect", str(root / "dense_theano_1.h5")).output)
+    assert _layer_classes(root / "dense_theano_1.h5") & {"Dense"}
+    assert "flip them" not in banner and "no layout change" in banner, banner
+    # a file that has conv kernels still gets the warning that matters for it
+    assert any("Conv" in c for c in _layer_classes(root / "conv2d_theano_2.h5"))
+    banner = _banner(_run("inspect", str(root / "conv2d_theano_2.h5")).output)
+    assert "conv kernels are flipped" in banner and "flip them" in banner
+    data = json.loads(_run("inspect", str(root / "lstm_theano_1.h5"), "--json").output)
+    assert data["header"]["theano_concerns"] == ["keras1_lstm_gates", "hard_sigmoid"]
+
+
+def test_a_filter_matching_nothing_exited_0_with_an_empty_table(cnn_file) -> None:
+    import fnmatch
+
+    path, arrays = cnn_file
+    assert not any(fnmatch.fnmatchcase(k, "dense*") for k in arrays)  # the reference
+    result = CliRunner().invoke(cli, ["inspect", str(path), "--filter", "dense*"])
+    assert result.exit_code == 1  # like grep
+    line = " ".join(result.stderr.split())
+    assert f"no layer or tensor matches 'dense*'; {len(arrays)} tensors in the file" in line
+    assert "Total params" not in result.stdout  # no empty table to puzzle over
+    as_json = CliRunner().invoke(cli, ["inspect", str(path), "--filter", "dense*", "--json"])
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.stdout)  # stdout stays one valid JSON document
+    assert data["layers"] == [] and data["totals"]["total"] == 0
+    assert data["tensors_in_source"] == len(arrays)
+    # a filter that matches still exits 0
+    assert CliRunner().invoke(cli, ["inspect", str(path), "--filter", "*bias"]).exit_code == 0
+
+
+@pytest.mark.corpus
+def test_params_column_split_formulas_mid_term_at_80_columns(corpus, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    out = _run("inspect", str(corpus / "crepe-tiny" / "tiny.pth")).output
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), out
+    # conv1 is (128, 1, 512, 1) + (128,) in the PyTorch port (corpus README)
+    total = 128 * 1 * 512 * 1 + 128
+    i = next(n for n, line in enumerate(lines) if line.startswith("conv1 "))
+    cell = " ".join(lines[i].split()[2:] + lines[i + 1].split())
+    assert cell == f"128x1x512x1 + 128 = {total:,}"
+    assert lines[i + 1].split() == ["=", f"{total:,}"]  # "= N" stays together
+    for line in lines:  # no line of the table ends inside a formula's term or on an operator
+        assert not line.rstrip().endswith((" =", " +")), line
+
+
+def test_small_conversions_printed_0_mb_at_0_mb_per_s(tmp_path) -> None:
+    import re
+
+    from safetensors.numpy import save_file
+
+    arrays = {"w": np.arange(150, dtype="float32")}  # 600 bytes
+    save_file(arrays, str(tmp_path / "small.safetensors"))
+    result = _run("convert", str(tmp_path / "small.safetensors"), "-o",
+                  str(tmp_path / "small.npz"))
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0, out
+    nbytes = sum(a.nbytes for a in arrays.values())
+    assert nbytes == 600 and f"{nbytes} B in " in out, out
+    assert "0.0 MB" not in out and "(0 MB/s)" not in out, out
+    rate = re.search(r"\(([\d.,]+) (B|KB|MB|GB|TB)/s\)", out)
+    assert rate is not None and float(rate.group(1).replace(",", "")) > 0, out

@@ -266,3 +266,104 @@ def test_keras3_weights_round_trip_through_safetensors_loads_in_keras(tmp_path, 
         assert _bits_equal(np.asarray(a.numpy()), np.asarray(b.numpy())), a.path
     x = rng.standard_normal((2, 6, 6, 2)).astype("float32")
     np.testing.assert_array_equal(source.predict(x, verbose=0), target.predict(x, verbose=0))
+
+
+@pytest.fixture
+def umask_027():
+    """A umask other than the usual 022, so that a hard-coded 0644 cannot pass either."""
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz", ".pt"])
+def test_outputs_were_private_0600_instead_of_following_the_umask(tmp_path, rng, umask_027,
+                                                                  suffix) -> None:
+    import stat
+
+    from safetensors.numpy import save_file
+
+    src = tmp_path / "model.safetensors"
+    save_file(_arrays(rng), str(src))
+    out = tmp_path / f"out{suffix}"
+    convert(src, out)
+    # what open(..., "w") gives any other file the user writes, under the same umask
+    (tmp_path / "plain").write_bytes(b"")
+    expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert expected == 0o666 & ~umask_027 == 0o640
+    assert stat.S_IMODE(out.stat().st_mode) == expected
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_every_atomic_output_follows_the_umask_and_a_replaced_file_keeps_its_mode(
+        tmp_path, umask_027) -> None:
+    import stat
+
+    from weightgraft.atomic import atomic_output
+
+    with atomic_output(tmp_path / "plan.json") as tmp:  # plans and provenance go this way
+        tmp.write_text("{}")
+    assert stat.S_IMODE((tmp_path / "plan.json").stat().st_mode) == 0o640
+    private = tmp_path / "private.json"
+    private.write_text("old")
+    private.chmod(0o600)
+    with atomic_output(private, suffix=".weights.h5") as tmp:
+        assert tmp.name.endswith(".weights.h5") and tmp.parent == tmp_path
+        tmp.write_text("new")
+    assert private.read_text() == "new"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600  # as `cat > private.json` keeps it
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    """``__metadata__`` as the safetensors library itself reads it (the reference)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return dict(f.metadata() or {})
+
+
+def test_safetensors_metadata_was_lost_in_conversion(tmp_path, rng) -> None:
+    from safetensors.numpy import save_file
+
+    src = tmp_path / "model.safetensors"
+    save_file(_arrays(rng), str(src), metadata={"format": "pt", "note": "hi"})
+    result = convert(src, tmp_path / "copy.safetensors")
+    meta = _safetensors_metadata(tmp_path / "copy.safetensors")
+    assert meta["format"] == "pt" and meta["note"] == "hi"
+    assert result.metadata == meta
+    # through a torch zip and back: it keeps metadata where torch.load does not look
+    convert(src, tmp_path / "via.pt")
+    convert(tmp_path / "via.pt", tmp_path / "back.safetensors")
+    meta = _safetensors_metadata(tmp_path / "back.safetensors")
+    assert meta["note"] == "hi" and meta["format"] == "pt"
+    # an .npz could hold it only as one more array np.load would show: said, not written
+    result = convert(src, tmp_path / "out.npz")
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as npz:
+        assert set(npz.files) == set(_arrays(np.random.default_rng(0)))
+    assert {"format", "note"} <= set(result.metadata_left_out) and result.metadata == {}
+
+
+@pytest.mark.torch
+def test_torch_to_safetensors_wrote_no_format_so_reinspecting_had_to_guess(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from weightgraft import inspect
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2))
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    convert(tmp_path / "model.pth", tmp_path / "model.safetensors")
+    # the key transformers reads to know a PyTorch-layout file
+    assert _safetensors_metadata(tmp_path / "model.safetensors")["format"] == "pt"
+    header = inspect(tmp_path / "model.safetensors").header
+    assert header.convention == "torch" and "inferred" not in header.convention_reason
+
+
+def test_a_theano_files_convention_survives_conversion(corpus, tmp_path) -> None:
+    from weightgraft import inspect
+
+    src = corpus / "keras1-mnist-cnn" / "mnist_cnn_th_keras_1_weights.h5"
+    convert(src, tmp_path / "th.safetensors")
+    header = inspect(tmp_path / "th.safetensors").header
+    # the flipped kernels are named like any Keras kernel: only the record can say so
+    assert header.convention == "theano" and header.theano_era
+    assert _safetensors_metadata(tmp_path / "th.safetensors") == {
+        "weightgraft.convention": "theano"}

@@ -26,6 +26,7 @@ def test_track_example_flags_frozen_and_unused(tmp_path) -> None:
     flags = {s.name: s.flags for s in summarise(read_run(tmp_path / "run.wgt"))}
     assert flags["frozen.weight"] == ("frozen", "never-changed")
     assert flags["unused.weight"] == ("never-changed",)
+    assert flags["dead.weight"] == ("dead",)
     assert flags["hidden.weight"] == () and flags["head.bias"] == ()
 
 

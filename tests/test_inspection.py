@@ -252,3 +252,92 @@ def test_training_checkpoint_keeps_optimizer_state_and_extras_apart(tmp_path) ->
     # Adam keeps exp_avg and exp_avg_sq per parameter (plus a step counter each)
     assert ins.optimizer.params >= 2 * own
     assert any("epoch" in k for k in ins.extras)
+
+
+# -- tensor order inside a layer -----------------------------------------------------------
+
+def _h5_weight_names(path) -> dict[str, list[str]]:
+    """Each layer's ``weight_names`` attribute, read with h5py alone (the reference)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        return {_text(n): [_text(w) for w in root[_text(n)].attrs["weight_names"]]
+                for n in root.attrs["layer_names"]}
+
+
+def _text(value) -> str:  # noqa: ANN001
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@pytest.mark.parametrize("name", [
+    "lstm_theano_1.h5",                # Keras 1 gates W_i U_i b_i, W_c ..., not c, f, i, o
+    "bidirectional_lstm_theano_1.h5",  # forward before backward
+    "sepconv2d_tensorflow_2.h5",       # depthwise, pointwise, then bias
+])
+def test_tensors_were_sorted_by_role_instead_of_the_files_weight_names_order(
+        corpus, name: str) -> None:
+    path = corpus / "legacy-keras-layers" / name
+    expected = _h5_weight_names(path)
+    ins = inspect(path)
+    got = {layer.name: [t.key.split("/", 1)[1] for t in layer.tensors]
+           for layer in ins.layers if layer.tensors}
+    assert got == {k: v for k, v in expected.items() if v}
+    # the flat --tensors list is the same walk
+    assert [t.key.split("/", 1)[1] for t in ins.tensors] == [
+        w for names in expected.values() for w in names]
+
+
+def test_a_state_dicts_order_is_kept_but_safetensors_keys_are_sorted_by_role(tmp_path) -> None:
+    from safetensors.numpy import save_file
+
+    from weightgraft.formats import write_checkpoint
+
+    # a layer whose own order is bias before weight (a state dict keeps insertion order)
+    arrays = {"fc.bias": np.zeros(2, "float32"), "fc.weight": np.zeros((2, 3), "float32")}
+    ck = Checkpoint([TensorEntry.from_array(k, a, layer="fc", kind=Kind.DENSE,
+                                            role=Role.BIAS if k.endswith("bias") else Role.KERNEL)
+                     for k, a in arrays.items()], format="memory")
+    assert [t.key for t in inspect(ck).tensors] == list(arrays)
+    # safetensors stores keys alphabetically: no order to keep, so kernel first by role
+    save_file(arrays, str(tmp_path / "fc.safetensors"), metadata={"format": "pt"})
+    assert [t.key for t in inspect(tmp_path / "fc.safetensors").tensors] == [
+        "fc.weight", "fc.bias"]
+    if importlib.util.find_spec("torch") is None:
+        return
+    write_checkpoint(ck, tmp_path / "fc.pt")  # a torch zip keeps the dict's own order
+    assert [t.key for t in inspect(tmp_path / "fc.pt").tensors] == list(arrays)
+
+
+# -- buffers in files ----------------------------------------------------------------------
+
+@pytest.mark.torch
+def test_a_torch_files_batchnorm_statistics_were_counted_as_parameters(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
+                                torch.nn.Linear(8, 2))
+    torch.save(model.state_dict(), tmp_path / "bn.pt")
+    file = inspect(tmp_path / "bn.pt").totals
+    live = inspect(model).totals
+    # torch's own account: parameters() and buffers() (running stats, num_batches_tracked)
+    own = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    assert (file.parameters, file.buffers, file.total) == (own, buffers, own + buffers)
+    assert (file.parameters, file.buffers, file.total) == (
+        live.parameters, live.buffers, live.total)
+
+
+def test_crepe_tiny_counts_the_same_parameters_in_its_pth_and_its_h5(corpus) -> None:
+    import h5py
+
+    pth = inspect(corpus / "crepe-tiny" / "tiny.pth").totals
+    h5 = inspect(corpus / "crepe-tiny" / "model-tiny.h5").totals
+    stats = {}  # the h5's BatchNorm statistics, read with h5py alone
+    with h5py.File(corpus / "crepe-tiny" / "model-tiny.h5", "r") as f:
+        f.visititems(lambda name, obj: stats.__setitem__(name, obj.size)
+                     if isinstance(obj, h5py.Dataset) and "moving_" in name else None)
+    assert len(stats) == 12  # six BatchNorms, mean and variance each
+    assert h5.buffers == sum(stats.values())
+    assert pth.buffers == h5.buffers + 6  # plus one num_batches_tracked scalar per BatchNorm
+    assert pth.parameters == h5.parameters == h5.total - h5.buffers
+    assert (pth.total, h5.total) == (487_102, 487_096)

@@ -16,16 +16,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .checkpoint import Checkpoint, Group, TensorEntry
+from .checkpoint import Checkpoint, Convention, Group, TensorEntry
 from .errors import VerificationError, WeightgraftError
+from .formats import CONVENTION_KEY  # the layout, recorded so no reader guesses it from names
 
-__all__ = ["ConvertResult", "convert", "check_same_tensors"]
+__all__ = ["CONVENTION_KEY", "ConvertResult", "carried_metadata", "check_same_tensors", "convert"]
+
+# What each framework's safetensors files say in ``format`` (transformers checks this key).
+_ECOSYSTEM_FORMAT = {Convention.TORCH: "pt"}
+# Keys a writer adds for itself, not the source's own metadata.
+_WRITER_KEYS = frozenset({"weightgraft.bfloat16"})
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -45,6 +51,8 @@ class ConvertResult:
     left_out: tuple[str, ...] = ()  # optimizer state and other non-model tensors, by key
     extras_left_out: tuple[str, ...] = ()  # non-tensor values no writer can carry
     checked: bool = False  # the output was read back and compared byte for byte
+    metadata: dict[str, str] = field(default_factory=dict)  # what the output records
+    metadata_left_out: tuple[str, ...] = ()  # keys the output format cannot hold
 
     @property
     def bytes_per_second(self) -> float:
@@ -78,6 +86,42 @@ def _with_progress(ck: Checkpoint, progress: Progress) -> None:
     progress(0, total)
 
 
+def _source_strings(ck: Checkpoint) -> dict[str, str]:
+    """The source's own string metadata, wherever its format keeps it."""
+    meta: Any = ck.metadata or {}
+    if ck.format.startswith("safetensors"):
+        meta = meta.get("shard_metadata", {}) if ck.format.endswith("-sharded") else meta
+    elif ck.format == "pytorch":  # what this writer stored in extra/weightgraft.json
+        meta = meta.get("weightgraft") or {}
+    elif ck.format != "numpy":  # other readers' metadata is their own bookkeeping
+        meta = {}
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items()
+            if isinstance(k, str) and isinstance(v, str) and k not in _WRITER_KEYS}
+
+
+def carried_metadata(ck: Checkpoint, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a converted file records: the source's string metadata, the source's layout
+    convention (``format='pt'`` for a PyTorch layout, as the safetensors ecosystem writes
+    it, and ``weightgraft.convention``), then ``extra`` on top.
+
+    Example:
+        >>> from weightgraft.checkpoint import Checkpoint
+        >>> carried_metadata(Checkpoint([], "safetensors", convention="torch",
+        ...                             metadata={"note": "hi"}))
+        {'note': 'hi', 'format': 'pt', 'weightgraft.convention': 'torch'}
+    """
+    meta: dict[str, Any] = _source_strings(ck)
+    convention = Convention(ck.convention)
+    if convention in _ECOSYSTEM_FORMAT:
+        meta.setdefault("format", _ECOSYSTEM_FORMAT[convention])
+    if convention is not Convention.UNKNOWN:
+        meta[CONVENTION_KEY] = convention.value
+    meta.update(extra or {})
+    return meta
+
+
 def check_same_tensors(source: Checkpoint, output: Checkpoint) -> None:
     """Raise ``VerificationError`` unless every model tensor of ``source`` is in ``output``
     with the same key, shape, dtype and bytes. Loads one pair of tensors at a time.
@@ -109,9 +153,12 @@ def convert(
 ) -> ConvertResult:
     """Write ``src``'s model tensors to ``dst`` in another file format, bit-exact.
 
-    ``format`` names the output format (else it follows ``dst``'s ending); ``metadata`` is
-    passed to writers that store it (safetensors). ``check=True`` reads the output back
-    and compares every tensor byte for byte. ``progress(done, total)`` is called in bytes.
+    ``format`` names the output format (else it follows ``dst``'s ending). The output
+    records the source's string metadata and its layout convention (see
+    ``carried_metadata``), with ``metadata`` on top; a format that cannot hold them
+    (``.npz``) gets only ``metadata``, and the result lists what was left out.
+    ``check=True`` reads the output back and compares every tensor byte for byte.
+    ``progress(done, total)`` is called in bytes.
 
     Example:
         >>> r = convert("model.safetensors", "model.pt", check=True)   # doctest: +SKIP
@@ -132,7 +179,12 @@ def convert(
         left_out = tuple(e.key for e in ck if e.group is not Group.MODEL)
         if progress is not None:
             _with_progress(ck, progress)
-        writer.write(ck, dst_path, metadata=metadata)
+        meta = carried_metadata(ck, metadata)
+        meta_left_out: tuple[str, ...] = ()
+        if not getattr(writer, "CARRIES_METADATA", True):
+            meta_left_out = tuple(k for k in meta if k not in (metadata or {}))
+            meta = dict(metadata or {})
+        writer.write(ck, dst_path, metadata=meta or None)
         if check:
             with open_checkpoint(dst_path) as out:
                 check_same_tensors(ck, out)
@@ -142,5 +194,7 @@ def convert(
             params=sum(e.num_params for e in model), nbytes=sum(e.nbytes for e in model),
             seconds=time.perf_counter() - started, left_out=left_out,
             extras_left_out=tuple(str(k) for k in ck.extras), checked=check,
+            metadata={str(k): v if isinstance(v, str) else str(v) for k, v in meta.items()},
+            metadata_left_out=meta_left_out,
         )
     return result

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import Checkpoint, Convention, Group, Role, TensorEntry
+from .checkpoint import Checkpoint, Convention, Group, Kind, Role, TensorEntry
 from .frameworks.shared import SharedLayer, shared_layers, weighted_depth  # re-exported
 
 __all__ = [
@@ -116,6 +116,9 @@ class Header:
     convention: str = "unknown"
     convention_reason: str = ""
     theano_era: bool = False
+    # What matters when a Theano-era file is loaded elsewhere, from what it holds:
+    # "flipped_conv_kernels", "keras1_lstm_gates", "hard_sigmoid" (empty: no layout change).
+    theano_concerns: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -210,12 +213,17 @@ _STATISTICS = frozenset({Role.MOVING_MEAN, Role.MOVING_VARIANCE, Role.NUM_BATCHE
 # Formats whose key order says nothing about the model's layer order.
 _UNORDERED_FORMATS = frozenset({"safetensors", "safetensors-sharded"})
 
-# Within a layer, tensors are listed in this order (a file's own order is often alphabetical).
+# Within a layer of an unordered format, tensors are listed in this order; every other
+# format keeps the order it records (HDF5 weight_names, a state dict's insertion order,
+# Keras 3 vars/0, vars/1, ...), which is the order the layer itself holds them in.
 _ROLE_RANK = {role: i for i, role in enumerate(Role)}
 
 
-def _tensor_info(e: TensorEntry, *, shared: bool = False, buffer: bool = False,
+def _tensor_info(e: TensorEntry, *, shared: bool = False, buffer: bool | None = None,
                  aliases: tuple[str, ...] = ()) -> TensorInfo:
+    # Statistics are buffers in a file as in a live model (torch registers them as buffers;
+    # the Keras adapter marks moving_mean/moving_variance so), whatever the file calls them.
+    buffer = e.role in _STATISTICS if buffer is None else buffer
     trainable = False if e.trainable is None and e.role in _STATISTICS else e.trainable
     params = _prod(e.shape)
     return TensorInfo(
@@ -236,20 +244,54 @@ def _theano_era(ck: Checkpoint) -> bool:
     return str(ck.data_format or "").lower() in ("th", "theano")
 
 
+_CONV_KINDS = frozenset({
+    Kind.CONV1D, Kind.CONV2D, Kind.CONV3D, Kind.DEPTHWISE_CONV2D, Kind.SEPARABLE_CONV2D,
+    Kind.CONV1D_TRANSPOSE, Kind.CONV2D_TRANSPOSE, Kind.CONV3D_TRANSPOSE})
+_RECURRENT_KINDS = frozenset({Kind.LSTM, Kind.GRU, Kind.SIMPLE_RNN})
+
+
+def _theano_concerns(ck: Checkpoint) -> tuple[str, ...]:
+    """What a Theano-era file's weights need elsewhere, judged from the tensors it holds."""
+    model = ck.model_entries()
+    concerns = []
+    # A kernel a reader found unflipped says convention 'torch'/'keras'; only the rest flip.
+    # An undescribed tensor of rank 3 or more may be one: never tell a conv file "no change".
+    if any(e.kind in _CONV_KINDS and e.role in (Role.KERNEL, Role.DEPTHWISE_KERNEL)
+           and e.convention in (Convention.THEANO, Convention.UNKNOWN)
+           or e.kind is Kind.OTHER and len(e.shape) >= 3 for e in model):
+        concerns.append("flipped_conv_kernels")
+    # Keras 1 keeps one array per LSTM gate (part = gate letter, "forward/i" when wrapped).
+    if any(e.kind is Kind.LSTM and (e.part or "").rsplit("/", 1)[-1] in ("i", "c", "f", "o")
+           for e in model):
+        concerns.append("keras1_lstm_gates")
+    if any(e.kind in _RECURRENT_KINDS for e in model):
+        concerns.append("hard_sigmoid")
+    return tuple(concerns)
+
+
 def _header_for(ck: Checkpoint) -> Header:
     theano = _theano_era(ck)
+    concerns = _theano_concerns(ck) if theano else ()
     notes = list(ck.notes)
+    others = sum(1 for e in ck if e.group is Group.OTHER)
+    if others and not ck.model_entries() and not any("no model weights" in n for n in notes):
+        notes.insert(0, f"holds no model weights: its {others:,} "
+                        f"{'tensor is' if others == 1 else 'tensors are'} data, listed as "
+                        "stored (key, shape, dtype)")
     if theano and not any("theano" in n.lower() for n in notes):
         # Readers normally explain this themselves; never let a Theano file pass silently.
         notes.insert(0, "Theano-era file: conv kernels are flipped for true convolution; "
                         "loading them into Keras 3 or PyTorch needs them flipped back, and a "
-                        "channels-first Dense after Flatten needs its rows reordered")
+                        "channels-first Dense after Flatten needs its rows reordered"
+                        if "flipped_conv_kernels" in concerns else
+                        "Theano-era file without conv kernels: nothing needs flipping")
     meta = {str(k): _plain(v) for k, v in (ck.metadata or {}).items()}
     return Header(
         source=str(ck.path) if ck.path else f"<{ck.format}>", format=ck.format,
         framework=ck.framework, framework_version=ck.framework_version, backend=ck.backend,
         data_format=ck.data_format, convention=str(ck.convention),
-        convention_reason=ck.convention_reason, theano_era=theano, notes=tuple(notes),
+        convention_reason=ck.convention_reason, theano_era=theano,
+        theano_concerns=concerns, notes=tuple(notes),
         metadata=meta,
     )
 
@@ -364,7 +406,7 @@ def _inspect_checkpoint(ck: Checkpoint, pattern: str | None) -> Inspection:
         grouped = dict(sorted(grouped.items(), key=lambda item: _natural(item[0])))
     layers = []
     for name, entries in grouped.items():
-        if len(entries) > 1:
+        if len(entries) > 1 and ck.format in _UNORDERED_FORMATS:
             entries = sorted(entries, key=lambda e: (_ROLE_RANK.get(e.role, 99), e.part or ""))
         li = info_by_layer.get(name)
         kind = str(entries[0].kind) if entries else (str(li.kind) if li else "other")

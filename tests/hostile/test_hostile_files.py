@@ -188,6 +188,43 @@ def test_missing_path(tmp_path: Path) -> None:
     assert "no such file" in str(_refused(tmp_path / "nowhere.npz"))
 
 
+def _fifo(tmp_path: Path) -> Path:
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes on this platform")
+    path = tmp_path / "p.pt"
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_was_called_empty_and_must_not_hang(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _fifo(tmp_path)
+    # In a child with a deadline: opening a FIFO for reading blocks until a writer comes.
+    run = subprocess.run([sys.executable, "-m", "weightgraft.cli", "inspect", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    out = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode == 2, out
+    assert "not a regular file" in out and "named pipe" in out and "is empty" not in out
+    script = ("import sys; from weightgraft import open_checkpoint, FormatError\n"
+              "try: open_checkpoint(sys.argv[1], format='pytorch')\n"
+              "except FormatError as e: print(e)")
+    named = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                           text=True, timeout=120)
+    assert "not a regular file" in named.stdout, named.stdout + named.stderr
+
+
+def test_dev_zero_was_called_empty(tmp_path: Path) -> None:
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero on this platform")
+    message = str(_refused(Path("/dev/zero")))
+    assert "not a regular file" in message and "character device" in message
+    assert "is empty" not in message
+
+
 # -- sharded index -----------------------------------------------------------------------
 def test_index_shard_escaping_its_folder(tmp_path: Path) -> None:
     index = tmp_path / "model.safetensors.index.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,21 @@ from .common import console, handle_errors, json_option, shape_option
 
 if TYPE_CHECKING:
     from ..inspection import Inspection
+
+
+def no_match_line(ins: Inspection) -> str | None:
+    """The line to show when ``--filter`` kept nothing; ``None`` when it kept something.
+
+    Example:
+        >>> no_match_line(weightgraft.inspect("tiny.pth", filter="dense*"))   # doctest: +SKIP
+        "no layer or tensor matches 'dense*'; 44 tensors in the file (...)"
+    """
+    if ins.filter is None or ins.layers or ins.other_tensors or ins.optimizer is not None:
+        return None
+    where = "the model" if ins.model is not None else "the file"
+    return (f"no layer or tensor matches {ins.filter!r}; {ins.tensors_in_source:,} tensors in "
+            f"{where} (the glob is matched, case-sensitively, against layer names and tensor "
+            "keys: try '*name*', or see them all with --tensors)")
 
 
 def _looks_like_spec(target: str) -> bool:
@@ -105,7 +121,8 @@ def inspect(target: str, tensors: bool, pattern: str | None, args: tuple[str, ..
 
     PATH is any supported checkpoint (.h5, .keras, .weights.h5, .pt/.pth/.bin,
     .safetensors, .npz, .onnx). MODEL_SPEC builds a model: a .keras file,
-    pkg.module:factory or path/file.py:factory.
+    pkg.module:factory or path/file.py:factory. The exit status is 1 when --filter
+    matches nothing (like grep), 2 on an error.
 
     \b
     Examples:
@@ -118,10 +135,14 @@ def inspect(target: str, tensors: bool, pattern: str | None, args: tuple[str, ..
 
     ins = run_inspect(target, pattern=pattern, args=args, weights=weights, as_file=as_file,
                       input_shape=input_shape)
-    if as_json:
+    missed = no_match_line(ins)
+    if as_json:  # still one valid JSON document on stdout when nothing matched
         # to_json already gives plain types; skip the generic converter. Indented JSON goes
         # through Python's slow encoder: big checkpoints get compact JSON (same content).
         indent = 2 if ins.tensors_in_source <= 2000 else None
         click.echo(json.dumps(to_json(ins), indent=indent))
-    else:
+    elif missed is None:  # an empty table would only puzzle: the line below says why
         render(ins, console(), tensors=tensors)
+    if missed is not None:
+        console(stderr=True).print(missed, markup=False, highlight=False)
+        sys.exit(1)  # like grep: nothing matched

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, Convention
 from ..errors import FormatError, UnknownFormatError
+
+# Metadata key under which ``graft convert`` records the layout the tensors are stored in,
+# so that a reader of a format without a layout of its own (safetensors, npz) need not guess.
+CONVENTION_KEY = "weightgraft.convention"
 
 # Sniff order matters only where two formats share a container (HDF5, zip, JSON index):
 # the more specific reader goes first.
@@ -58,16 +63,42 @@ def _head(path: Path) -> bytes:
         return fh.read(4096)
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _regular_file(p: Path) -> os.stat_result:
+    """``p``'s status, or a ``FormatError`` saying why it is no checkpoint file.
+
+    Checked before anything opens ``p``: reading a FIFO blocks until a writer comes, and a
+    device such as ``/dev/zero`` reports size 0 yet never ends.
+    """
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise FormatError(p, "no such file", fix="check the path") from None
+    except OSError as exc:
+        raise FormatError(p, f"cannot be read ({exc.strerror or exc})",
+                          fix="check the path and its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FormatError(p, "is a directory, not a checkpoint file", fix="name one file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        what = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "special file")
+        raise FormatError(p, f"is not a regular file: it is {what}",
+                          expected="a checkpoint file on disk",
+                          fix="save the stream to a file first, then name that file")
+    return st
+
+
 def detect(path: str | os.PathLike[str]) -> ModuleType:
-    """The format module that recognises ``path``'s content."""
+    """The format module that recognises ``path``'s content.
+
+    Example:
+        >>> detect("model.safetensors").NAME                  # doctest: +SKIP
+        'safetensors'
+    """
     p = Path(path)
-    if not p.exists():
-        raise FormatError(p, "no such file", fix="check the path")
-    if p.is_dir():
-        raise FormatError(
-            p, "is a directory, not a checkpoint file", fix="name one file inside it"
-        )
-    if p.stat().st_size == 0:
+    if _regular_file(p).st_size == 0:
         raise FormatError(p, "the file is empty", expected="a checkpoint file with content")
     head = _head(p)
     for mod in formats():
@@ -80,6 +111,24 @@ def detect(path: str | os.PathLike[str]) -> ModuleType:
         expected=f"one of: {known}",
         fix="check the file is a complete checkpoint (not truncated or a different kind of file)",
     )
+
+
+def recorded_convention(metadata: dict[str, Any]) -> tuple[Convention, str] | None:
+    """The convention a file's metadata records under ``CONVENTION_KEY``, and why; else None.
+
+    Example:
+        >>> recorded_convention({"weightgraft.convention": "theano"})
+        (<Convention.THEANO: 'theano'>, "metadata says weightgraft.convention='theano' (recorded when the file was converted)")
+    """
+    value = metadata.get(CONVENTION_KEY)
+    try:
+        convention = Convention(value)
+    except ValueError:
+        return None
+    if convention is Convention.UNKNOWN:
+        return None
+    return convention, (f"metadata says {CONVENTION_KEY}={value!r} "
+                        "(recorded when the file was converted)")
 
 
 def by_name(name: str) -> ModuleType:
@@ -110,7 +159,11 @@ def for_output(path: str | os.PathLike[str], format: str | None = None) -> Modul
 
 def open_checkpoint(path: str | os.PathLike[str], *, format: str | None = None) -> Checkpoint:
     """Read any supported checkpoint lazily: header and index now, tensor bytes on ``load()``."""
-    mod = by_name(format) if format else detect(path)
+    if format:
+        _regular_file(Path(path))  # detect checks this too; a named reader would just block
+        mod = by_name(format)
+    else:
+        mod = detect(path)
     return mod.read(Path(path))
 
 

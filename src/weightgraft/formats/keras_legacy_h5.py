@@ -386,5 +386,6 @@ def _plain_hdf5(f: h5py.File, index: H5Index, path: Path) -> Checkpoint:
                for ds in sorted(index.datasets.values(), key=lambda d: d.path) if ds.dtype]
     return Checkpoint(entries, format="hdf5", path=str(path), convention=Convention.UNKNOWN,
                       convention_reason="plain HDF5 file: no Keras layer_names attribute",
-                      notes=["Not a Keras weights file (no layer_names attribute): every "
-                             "dataset is listed as-is, nothing is described as a layer."])
+                      notes=["Holds no model weights: a plain HDF5 file (no Keras "
+                             "layer_names attribute) whose datasets are listed as stored "
+                             "(key, shape, dtype); none is described as a layer."])

@@ -38,11 +38,15 @@ from ..atomic import atomic_output
 from ..checkpoint import Checkpoint, TensorEntry
 from ..errors import FormatError
 from ..naming import describe_entries, implied_convention
+from . import recorded_convention
 from .safetensors_format import range_loader
 
 NAME = "numpy"
 ALIASES = ("npz", "npy")
 EXTENSIONS = (".npz", ".npy")
+# An archive holds metadata only as one more array that ``np.load`` shows beside the weights
+# (and ``load_state_dict`` would trip over): conversions do not add it unasked.
+CARRIES_METADATA = False
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -232,8 +236,9 @@ def _read_npz(path: Path) -> Checkpoint:
     bf16 = set(metadata.get(_BF16_KEY, []))
     entries = [e.with_(dtype="bfloat16") if e.key in bf16 and e.dtype == "uint16" else e
                for e in entries]
-    entries = describe_entries(entries, None)
-    convention, reason = implied_convention(entries)
+    recorded = recorded_convention(metadata)
+    entries = describe_entries(entries, recorded[0] if recorded else None)
+    convention, reason = recorded or implied_convention(entries)
     return Checkpoint(entries, format=NAME, path=str(path), framework="numpy",
                       convention=convention, convention_reason=reason, metadata=metadata,
                       extras=extras)

@@ -37,6 +37,7 @@ from ..atomic import atomic_output
 from ..checkpoint import Checkpoint, Convention, TensorEntry
 from ..errors import FormatError
 from ..naming import describe_entries, implied_convention
+from . import recorded_convention
 
 NAME = "safetensors"
 EXTENSIONS = (".safetensors",)
@@ -209,7 +210,11 @@ def read(path: Path) -> Checkpoint:
         for name, info in header.items()
     ]
     framework = _FRAMEWORKS.get(metadata.get("format", ""))
-    if framework == "pytorch":
+    recorded = recorded_convention(metadata)
+    if recorded is not None:
+        convention, reason = recorded
+        entries = describe_entries(entries, convention)
+    elif framework == "pytorch":
         convention, reason = Convention.TORCH, "__metadata__ says format='pt', the PyTorch layout"
         entries = describe_entries(entries, convention)
     else:

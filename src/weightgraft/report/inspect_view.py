@@ -27,14 +27,20 @@ if TYPE_CHECKING:
 
     from ..inspection import Inspection, LayerSummary, TensorInfo
 
-__all__ = ["render", "renderables", "to_json"]
+__all__ = ["human_size", "render", "renderables", "to_json"]
 
 
 def _shape(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
 
 
-def _size(nbytes: int) -> str:
+def human_size(nbytes: float) -> str:
+    """A byte count as people read it (binary units, as ``ls -lh``).
+
+    Example:
+        >>> human_size(624), human_size(6_800), human_size(1_952_040)
+        ('624 B', '6.6 KB', '1.9 MB')
+    """
     value = float(nbytes)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1024 or unit == "TB":
@@ -58,12 +64,22 @@ def _theano_banner(ins: Inspection) -> Text | None:
              "Theano backend"]
     if ordering:
         facts.append(f"dim ordering '{ordering}'")
-    layout = {"th": " (stored out, in, rows, cols)", "tf": " (stored rows, cols, in, out)"}
-    return Text.from_markup(
-        f"[bold yellow]! Theano-era file[/] [yellow]({', '.join(facts)}):[/] conv kernels are "
-        f"flipped for true convolution{layout.get(str(ordering), '')}; flip them for any "
-        "other framework."
-    )
+    head = f"[bold yellow]! Theano-era file[/] [yellow]({', '.join(facts)}):[/] "
+    if "flipped_conv_kernels" in h.theano_concerns:
+        layout = {"th": " (stored out, in, rows, cols)", "tf": " (stored rows, cols, in, out)"}
+        return Text.from_markup(
+            f"{head}conv kernels are flipped for true convolution"
+            f"{layout.get(str(ordering), '')}; flip them for any other framework.")
+    # No conv kernels: saying "flip them" would contradict the notes; say what does matter.
+    matters = []
+    if "keras1_lstm_gates" in h.theano_concerns:
+        matters.append("its LSTMs keep one array per gate in Keras 1 order i, c, f, o")
+    if "hard_sigmoid" in h.theano_concerns:
+        matters.append("recurrent layers default to hard_sigmoid = clip(0.2x + 0.5, 0, 1), "
+                       "unlike Keras 3 and PyTorch")
+    if not matters:
+        return Text.from_markup(f"{head}no conv kernels, so no layout change is needed.")
+    return Text.from_markup(f"{head}no conv kernels to flip, but {'; '.join(matters)}.")
 
 
 def _header_panel(ins: Inspection) -> Panel:
@@ -152,6 +168,31 @@ def _column_widths(ins: Inspection, width: int) -> list[int]:
     return want
 
 
+def _fold_formula(formula: str, width: int) -> str:
+    """Break a long formula between its terms, never inside one, and keep "= N" whole.
+
+    Example:
+        >>> print(_fold_formula("128x1x512x1 + 128 = 65,664", 20))
+        128x1x512x1 + 128
+        = 65,664
+    """
+    if len(formula) <= width:
+        return formula
+    tokens: list[str] = []
+    for word in formula.split(" "):
+        if tokens and tokens[-1] in ("+", "="):  # an operator starts the term it introduces
+            tokens[-1] += " " + word
+        else:
+            tokens.append(word)
+    lines = [tokens[0]]
+    for token in tokens[1:]:
+        if len(lines[-1]) + 1 + len(token) <= width:
+            lines[-1] += " " + token
+        else:
+            lines.append(token)  # a term longer than the column still folds (rare)
+    return "\n".join(lines)
+
+
 def _layer_table(ins: Inspection, width: int = 80) -> Table:
     """A bold row per layer (name, kind, output shape, parameter formula), then one indented
     row per tensor (role, shape, dtype): narrow enough for 80 columns."""
@@ -169,13 +210,34 @@ def _layer_table(ins: Inspection, width: int = 80) -> Table:
         # batch_norm); a weightless layer's kind is always "other".
         kind = Text(layer.class_name or layer.kind)
         output = "\n".join(_shape(s) for s in layer.output_shapes) if is_model else ""
-        table.add_row(name, kind, output, layer.formula if layer.tensors else "0")
+        table.add_row(name, kind, output,
+                      _fold_formula(layer.formula, widths[3]) if layer.tensors else "0")
         for t, label in zip(layer.tensors, _labels(layer)):
             state = _state(t)
             table.add_row(Text("  " + label, style="cyan"), _shape(t.shape),
                           Text.from_markup(f"[dim]{t.dtype}[/]" + (f" {state}" if state else "")),
                           "")
     return table
+
+
+def _data_table(ins: Inspection) -> Table:
+    """A file with no model weights (saved inputs, outputs, activations): its tensors as
+    stored, since there are no layers to group them under."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("Key", overflow="fold", ratio=5)
+    table.add_column("Shape", overflow="fold", ratio=2)
+    table.add_column("Dtype", no_wrap=True)
+    table.add_column("Values", justify="right", no_wrap=True)
+    for t in ins.other_tensors:
+        table.add_row(t.key, _shape(t.shape), t.dtype, f"{t.params:,}")
+    return table
+
+
+def _tensor_role(t: TensorInfo) -> str:
+    if t.group == "other" and t.role == "other":
+        return "not a model weight"
+    role = t.role if t.part is None else f"{t.role}:{t.part}"
+    return role if t.group == "model" else f"{role} ({t.group})"
 
 
 def _tensor_table(ins: Inspection) -> Table:
@@ -186,11 +248,8 @@ def _tensor_table(ins: Inspection) -> Table:
     table.add_column("Dtype", no_wrap=True)
     table.add_column("Params", justify="right", no_wrap=True)
     for t in [*ins.tensors, *ins.other_tensors]:
-        role = t.role if t.part is None else f"{t.role}:{t.part}"
-        if t.group != "model":
-            role += f" ({t.group})"
-        table.add_row(t.key, Text.from_markup(" ".join(x for x in (role, _state(t)) if x)), _shape(t.shape), t.dtype,
-                      f"{t.params:,}")
+        role = " ".join(x for x in (_tensor_role(t), _state(t)) if x)
+        table.add_row(t.key, Text.from_markup(role), _shape(t.shape), t.dtype, f"{t.params:,}")
     return table
 
 
@@ -200,7 +259,7 @@ def _totals_grid(ins: Inspection) -> Table:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(justify="right", no_wrap=True)
     grid.add_column(style="dim", overflow="fold")
-    grid.add_row("Total params", f"{tot.total:,}", f"{_count(tot.tensors, 'tensor')}, {_size(tot.nbytes)}")
+    grid.add_row("Total params", f"{tot.total:,}", f"{_count(tot.tensors, 'tensor')}, {human_size(tot.nbytes)}")
     if tot.trainable or (tot.non_trainable and not tot.unknown):
         grid.add_row("Trainable", f"{tot.trainable:,}", "")
     if tot.trainable or tot.non_trainable:
@@ -208,7 +267,7 @@ def _totals_grid(ins: Inspection) -> Table:
                      f"of which buffers {tot.buffers:,}" if tot.buffers else "")
     if tot.unknown and (tot.trainable or tot.non_trainable):
         grid.add_row("Not stated", f"{tot.unknown:,}", "the source does not say")
-    if tot.buffers and ins.model is not None:
+    if tot.buffers:  # files too: statistics are buffers there as in a live model
         grid.add_row("Parameters", f"{tot.parameters:,}", "without buffers")
     if tot.shared_tensors:
         grid.add_row("Shared", f"{tot.shared_tensors}", "tied tensors, counted once")
@@ -223,7 +282,7 @@ def _totals_grid(ins: Inspection) -> Table:
     if ins.optimizer is not None:
         o = ins.optimizer
         grid.add_row("Optimizer state", f"{o.params:,}",
-                     f"{_count(o.tensors, 'tensor')}, {_size(o.nbytes)}; not part of the model")
+                     f"{_count(o.tensors, 'tensor')}, {human_size(o.nbytes)}; not part of the model")
     if ins.other_tensors:
         grid.add_row("Other tensors", f"{sum(t.params for t in ins.other_tensors):,}",
                      f"{_count(len(ins.other_tensors), 'tensor')} outside the model")
@@ -249,7 +308,12 @@ def renderables(ins: Inspection, *, tensors: bool = False, width: int = 80
     if banner is not None:
         parts.append(banner)
     parts.append(_header_panel(ins))
-    parts.append(_tensor_table(ins) if tensors else _layer_table(ins, width))
+    if tensors:
+        parts.append(_tensor_table(ins))
+    elif not ins.layers and ins.other_tensors:  # nothing to group by layer: show the data
+        parts.append(_data_table(ins))
+    else:
+        parts.append(_layer_table(ins, width))
     parts.append(_totals_grid(ins))
     extras = _extras(ins)
     if extras is not None:
