@@ -39,3 +39,11 @@ def _fixed_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """CLI output is laid out for ``COLUMNS``; pin it so the suite reads the same tables on
     any terminal and in CI (whose 80 columns once folded a line a test looked for)."""
     monkeypatch.setenv("COLUMNS", "120")
+
+
+@pytest.fixture
+def umask_027():
+    """A umask other than the usual 022, so that a hard-coded 0644 cannot pass either."""
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)

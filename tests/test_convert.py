@@ -268,14 +268,6 @@ def test_keras3_weights_round_trip_through_safetensors_loads_in_keras(tmp_path, 
     np.testing.assert_array_equal(source.predict(x, verbose=0), target.predict(x, verbose=0))
 
 
-@pytest.fixture
-def umask_027():
-    """A umask other than the usual 022, so that a hard-coded 0644 cannot pass either."""
-    old = os.umask(0o027)
-    yield 0o027
-    os.umask(old)
-
-
 @pytest.mark.parametrize("suffix", [".safetensors", ".npz", ".pt"])
 def test_outputs_were_private_0600_instead_of_following_the_umask(tmp_path, rng, umask_027,
                                                                   suffix) -> None:

@@ -574,3 +574,17 @@ def test_the_strict_error_suggests_globs_for_exactly_the_layers_left_open() -> N
                     "(CLI: --allow-missing 'features.2*' --allow-missing 'fc*')")
     assert _allow_hint("allow_unused", ["head/kernel", "head/bias"]) == (
         "allow_unused='head*' (CLI: --allow-unused 'head*')")
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors", ".weights.h5"])
+def test_transplant_outputs_follow_the_umask_not_0600(tmp_path: Path, umask_027, suffix) -> None:
+    """Found by audit: transplant wrote through mkstemp, so every output was private."""
+    import stat
+
+    k, t = keras_vgg(), TorchVGG()
+    source, target = (k, tv(t)) if suffix != ".weights.h5" else (tv(t), k)
+    wg.transplant(source, target, output=tmp_path / f"out{suffix}")
+    assert stat.S_IMODE((tmp_path / f"out{suffix}").stat().st_mode) == 0o640
+    if suffix != ".safetensors":
+        side = tmp_path / f"out{suffix}.provenance.json"
+        assert stat.S_IMODE(side.stat().st_mode) == 0o640

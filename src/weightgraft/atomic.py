@@ -81,8 +81,13 @@ def atomic_output(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iter
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = create_beside(target, suffix)
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
         yield tmp
+        # Some writers (safetensors) replace the file they are given with one of their own,
+        # private mode: the output gets the mode chosen above all the same.
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

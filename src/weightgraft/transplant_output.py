@@ -17,31 +17,13 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
+from .atomic import atomic_output
 from .errors import WeightgraftError
 from .modelview import ModelView
 from .provenance import SAFETENSORS_KEY, ProvenanceRecord, sidecar_path
-
-
-@contextlib.contextmanager
-def _temp_beside(path: Path, suffix: str) -> Iterator[Path]:
-    # Keras insists on the ".weights.h5" ending, so the temporary name keeps the suffix.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def write_output(tview: ModelView, output: str | os.PathLike[str],
@@ -58,7 +40,7 @@ def write_output(tview: ModelView, output: str | os.PathLike[str],
                                    f"{tview.framework} model", path=path,
                                    fix="write .pt/.pth or .safetensors for a PyTorch target")
         suffix = ".weights.h5" if name.endswith(".weights.h5") else ".keras"
-        with _temp_beside(path, suffix) as tmp:
+        with atomic_output(path, suffix=suffix) as tmp:
             if suffix == ".keras":
                 tview.model.save(str(tmp))
             else:
@@ -67,7 +49,7 @@ def write_output(tview: ModelView, output: str | os.PathLike[str],
         from .frameworks import import_torch
 
         torch = import_torch("writing a PyTorch state dict")
-        with _temp_beside(path, path.suffix) as tmp:
+        with atomic_output(path, suffix=path.suffix) as tmp:
             torch.save(tview.model.state_dict(), str(tmp))
     else:
         from .formats import write_checkpoint
@@ -81,7 +63,7 @@ def write_output(tview: ModelView, output: str | os.PathLike[str],
 def _write_safetensors(tview: ModelView, path: Path, record: ProvenanceRecord) -> None:
     metadata = {SAFETENSORS_KEY: record.to_json(), "format": "pt" if tview.framework == "torch"
                 else "np"}
-    with _temp_beside(path, ".safetensors") as tmp:
+    with atomic_output(path, suffix=".safetensors") as tmp:
         if tview.framework == "torch":
             from safetensors.torch import save_file
 
