@@ -21,7 +21,6 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
 
     from rich.console import Console
 
