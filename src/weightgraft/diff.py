@@ -232,7 +232,7 @@ def _pair_by_match(a_obj: Any, b_obj: Any, a: Checkpoint, b: Checkpoint
     """
     from .match import match
     from .modelview import view
-    from .transplant import _check_shapes
+    from .transplant_loading import check_shapes
 
     def live(obj: Any) -> Any:
         if isinstance(obj, str | os.PathLike | Checkpoint):
@@ -262,7 +262,7 @@ def _pair_by_match(a_obj: Any, b_obj: Any, a: Checkpoint, b: Checkpoint
         if not all(k in src_ckpt for k in asg.source_keys):
             continue
         try:
-            loaders = _check_shapes(asg, src_ckpt, target.slots, src_ckpt.path or "source")
+            loaders = check_shapes(asg, src_ckpt, target.slots, src_ckpt.path or "source")
         except WeightgraftError:  # the layers do not correspond after all: leave unpaired
             continue
         for tkey, (load, steps, src_keys) in loaders.items():
