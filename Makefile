@@ -20,8 +20,11 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/python -m weightgraft.demo
 
+# The whole suite on Keras's torch backend, then every Keras test again on JAX: the Keras
+# adapter, layouts and trackers must not depend on which backend runs them.
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -n 2 -q
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -n 2 -q -m keras -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py

@@ -89,6 +89,9 @@ class WeightTracker(_keras.callbacks.Callback):
 
     def _values(self) -> dict[str, np.ndarray]:
         ops = _keras.ops
+        # On JAX, fit() keeps the weights out of the variables between syncs; Keras's own
+        # Callback.model property syncs them back (as ModelCheckpoint relies on).
+        _ = self.model
         return {n: np.asarray(ops.convert_to_numpy(v.value))
                 for n, v in zip(self._names, self._vars, strict=True)}
 
