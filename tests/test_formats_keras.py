@@ -65,6 +65,49 @@ def test_every_corpus_keras_file_reads_and_loads_what_h5py_reads(corpus: Path, n
             assert all(e.role is not Role.OTHER for e in ck.model_entries())
 
 
+@pytest.mark.keras
+def test_legacy_h5_reader_equals_keras_own_legacy_loader(tmp_path: Path) -> None:
+    """Differential: a full-model legacy .h5 written by Keras 3 itself (model.save('x.h5')),
+    read by us without Keras, against keras.models.load_model of the same file."""
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(4)
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 2, name="c"),
+        keras.layers.BatchNormalization(name="bn"), keras.layers.Flatten(),
+        keras.layers.Dense(4, name="d")])
+    model.set_weights([rng.standard_normal(w.shape).astype("float32")
+                       for w in model.get_weights()])
+    path = tmp_path / "legacy.h5"
+    model.save(path)
+    reference = keras.models.load_model(path, compile=False).get_weights()
+    with keras_legacy_h5.read(path) as ck:
+        entries = ck.model_entries()
+        assert len(entries) == len(reference)
+        for entry, want in zip(entries, reference):  # get_weights() order: file order
+            np.testing.assert_array_equal(entry.load(), want)
+        assert [e.role for e in entries] == [Role.KERNEL, Role.BIAS, Role.GAMMA, Role.BETA,
+                                             Role.MOVING_MEAN, Role.MOVING_VARIANCE,
+                                             Role.KERNEL, Role.BIAS]
+
+
+@pytest.mark.corpus
+@pytest.mark.keras
+def test_keras2_corpus_file_equals_keras_load_weights(corpus: Path) -> None:
+    """Differential on a file Keras 2.1.3 wrote: Keras 3's own legacy load_weights into the
+    same layer fills exactly the arrays our reader returns."""
+    keras = pytest.importorskip("keras")
+    path = corpus / "legacy-keras-layers" / "conv2d_tensorflow_2.h5"
+    model = keras.Sequential([keras.Input((5, 5, 5)), keras.layers.Conv2D(6, 3, name="conv2d_1")])
+    model.load_weights(path)
+    with keras_legacy_h5.read(path) as ck:
+        ours = [e.load() for e in ck.model_entries()]
+    theirs = model.get_weights()
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(theirs[0].ravel(), np.arange(270))  # the README's arange
+
+
 @pytest.mark.corpus
 def test_theano_mnist_is_reported_theano_era_with_th_ordering(corpus: Path) -> None:
     path = corpus / "keras1-mnist-cnn" / "mnist_cnn_th_keras_1_weights.h5"
