@@ -157,10 +157,13 @@ def small_cnn() -> keras.Model:
 
 def test_inspection_leaves_model_bit_identical_and_call_restored_even_on_error():
     model = small_cnn()
+    model.get_layer("conv").trainable = False  # a mixed state, which must survive as it is
+    flags = [(layer.name, layer.trainable) for layer in model.layers]
     before = weights_hash(model)
     mv = view(model)
     mv.layers, mv.capture(mv.probe_inputs())
     assert weights_hash(model) == before
+    assert [(layer.name, layer.trainable) for layer in model.layers] == flags
     for layer in model.layers:
         assert "call" not in vars(layer)
     with pytest.raises(Exception):
