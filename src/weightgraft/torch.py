@@ -16,7 +16,7 @@ import numpy as np
 
 from .checkpoint import TensorEntry
 from .frameworks import import_torch
-from .track import StatsRecorder
+from .track import StatsRecorder, bfloat16_entry
 
 if TYPE_CHECKING:
     import torch
@@ -147,9 +147,7 @@ class WeightTracker:
         bits in an entry of dtype ``bfloat16`` (read back as bfloat16 by ``graft diff``)."""
         t = p.detach().cpu()
         if t.dtype == self.torch.bfloat16:
-            bits = t.contiguous().view(self.torch.int16).numpy().view(np.uint16).copy()
-            return TensorEntry(key=name, shape=tuple(t.shape), dtype="bfloat16",
-                               loader=lambda: bits)
+            return bfloat16_entry(name, t.contiguous().view(self.torch.int16).numpy().copy())
         return t.numpy().copy()
 
     def close(self) -> None:

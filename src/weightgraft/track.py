@@ -235,10 +235,6 @@ class StatsRecorder:
         if not self._fh.closed:
             self._fh.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._fh.closed
-
     def __enter__(self) -> StatsRecorder:
         return self
 
@@ -310,15 +306,21 @@ def _stalled(rels: list[float]) -> bool:
     return all(r < DEAD_REL_UPDATE for r in tail) and any(r >= DEAD_REL_UPDATE for r in head)
 
 
+def bfloat16_entry(key: str, bits: np.ndarray) -> TensorEntry:
+    """A bfloat16 tensor, which numpy lacks, as its ``uint16`` bits under dtype ``bfloat16``
+    (the numpy writer stores them so, and its reader restores the dtype)."""
+    bits = np.asarray(bits).view(np.uint16)
+    return TensorEntry(key=key, shape=bits.shape, dtype="bfloat16", loader=lambda: bits)
+
+
 def snapshot_entry(key: str, value: np.ndarray | TensorEntry) -> TensorEntry:
     """A snapshot tensor as a ``TensorEntry``: arrays as they are, ml_dtypes bfloat16 (what
-    Keras gives on some backends) as its ``uint16`` bits under dtype ``bfloat16``."""
+    Keras gives on some backends) through ``bfloat16_entry``."""
     if isinstance(value, TensorEntry):
         return value.with_(key=key)
     arr = np.asarray(value)
     if arr.dtype.name == "bfloat16":
-        bits = arr.view(np.uint16)
-        return TensorEntry(key=key, shape=arr.shape, dtype="bfloat16", loader=lambda: bits)
+        return bfloat16_entry(key, arr)
     return TensorEntry.from_array(key, arr)
 
 

@@ -21,7 +21,6 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-
     from rich.console import Console
 
     from ..inspection import Inspection, LayerSummary, TensorInfo
